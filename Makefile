@@ -1,0 +1,57 @@
+# tickpipe — `make help` lists the targets. The quick start is `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(VENV)/bin
+# Live Binance instead of the simulator: make run SOURCE=binance SYMBOLS=btcusdt,ethusdt
+SOURCE ?= sim
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test test-fast lint fmt typecheck validate bench bench-full stack-up stack-down clean distclean k8s-up dev
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: ## install everything from the lock files (venv, jars, PostgreSQL, tools); fast when done
+	@setup/setup.sh
+
+run: setup ## run the whole pipeline locally on the simulated exchange (SOURCE=binance for live)
+	@$(BIN)/tickpipe run --source $(SOURCE) $(if $(SYMBOLS),--symbols $(SYMBOLS))
+
+test: setup lint typecheck validate ## lint, type check, validate manifests, then all tests
+	@$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: setup ## unit tests only (no engines)
+	@$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+lint: setup ## ruff lint and format check (changes nothing)
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+fmt: setup ## format and auto-fix with ruff
+	@$(BIN)/ruff format .
+	@$(BIN)/ruff check --fix .
+
+typecheck: setup ## mypy --strict on the package
+	@$(BIN)/mypy -p tickpipe
+
+validate: setup ## render and validate charts, manifests, compose and skaffold config
+	@if [ -x scripts/validate.sh ]; then scripts/validate.sh; else echo "validate: nothing to validate yet"; fi
+
+bench: setup ## quick benchmarks (<= 5 min), results in BENCHMARKS.md
+	@$(BIN)/python -m bench.run --quick
+
+bench-full: setup ## full benchmarks
+	@$(BIN)/python -m bench.run --full
+
+stack-up: setup ## start the local engines only (Kafka, PostgreSQL, Flink)
+	@$(BIN)/tickpipe stack up
+
+stack-down: ## stop the local engines
+	@if [ -x $(BIN)/tickpipe ]; then $(BIN)/tickpipe stack down; fi
+
+clean: stack-down ## stop the stack and remove local data (.tickpipe: data, logs, checkpoints)
+	rm -rf .tickpipe
+
+distclean: clean ## also remove downloaded dependencies (.venv, .deps)
+	rm -rf $(VENV) .deps setup/timescaledb/node_modules

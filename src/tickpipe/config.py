@@ -1,0 +1,172 @@
+"""Typed configuration for every stage, read from environment variables.
+
+One place for every knob: the ingestor, the MA job, the migrator and the local tools read the same names, so local
+mode, docker compose and the Helm values all set the same variables. Defaults work against a local stack; when
+`tickpipe stack up` is running, its actual ports are read from `$TICKPIPE_HOME/stack.env` (real environment
+variables always win).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SYMBOLS = ("btcusdt", "ethusdt", "bnbusdt", "solusdt", "xrpusdt")
+_SYMBOL = re.compile(r"^[a-z0-9]{2,20}$")
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; the message is one line that names the variable."""
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"  # pretty on a terminal, JSON otherwise (containers, files)
+    JSON = "json"
+    CONSOLE = "console"
+
+
+def state_dir() -> Path:
+    """The one git-ignored folder for local state: data dirs, logs, checkpoints, pid files."""
+    return Path(os.environ.get("TICKPIPE_HOME", ".tickpipe")).resolve()
+
+
+def stack_env_file() -> Path:
+    return state_dir() / "stack.env"
+
+
+class Settings(BaseSettings):
+    """Every setting of every stage. Field names are the environment variable names, lower-cased."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_topic: str = "price-ticks"
+    kafka_dlq_topic: str = "price-ticks.dlq"
+    kafka_topic_partitions: int = Field(default=6, ge=1, le=1000)
+
+    # The owner role used by the migrator; no password in the URL: it comes from DATABASE_PASSWORD.
+    database_url: str = "postgresql://tickpipe@localhost:5432/tickpipe"
+    database_password: SecretStr | None = None
+    database_writer_user: str = "tickpipe_writer"
+    database_writer_password: SecretStr | None = None
+    database_reader_user: str = "tickpipe_reader"
+    database_reader_password: SecretStr | None = None
+
+    binance_ws_url: str = "wss://stream.binance.com:9443"
+    symbols: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SYMBOLS
+
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    log_format: LogFormat = LogFormat.AUTO
+    log_level: str = "INFO"
+
+    jars_dir: Path = Path(".deps/jars")
+    migrations_dir: Path = Path("storage/migrations")
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"postgresql", "postgres"} or not parts.hostname:
+            raise ValueError("expected postgresql://user@host:port/dbname")
+        if parts.password:
+            raise ValueError("put the password in DATABASE_PASSWORD, not in the URL (it would be logged)")
+        return value
+
+    @field_validator("binance_ws_url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"ws", "wss"}:
+            raise ValueError(f"expected a ws:// or wss:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbol_list(cls, value: Any) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        symbols = tuple(dict.fromkeys(s.strip().lower() for s in items if s.strip()))
+        if not symbols:
+            raise ValueError("expected a comma-separated list of symbols, e.g. btcusdt,ethusdt")
+        bad = [s for s in symbols if not _SYMBOL.match(s)]
+        if bad:
+            raise ValueError(f"not a symbol: {', '.join(bad)} (expected letters and digits, e.g. btcusdt)")
+        return symbols
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError(f"expected DEBUG, INFO, WARNING or ERROR, got {value!r}")
+        return level
+
+    @cached_property
+    def database(self) -> DatabaseAddress:
+        return DatabaseAddress.parse(self.database_url)
+
+    def conninfo(self, role: str = "owner") -> str:
+        """A libpq connection string for `owner`, `writer` or `reader`, with that role's password."""
+        user, password = {
+            "owner": (self.database.user, self.database_password),
+            "writer": (self.database_writer_user, self.database_writer_password),
+            "reader": (self.database_reader_user, self.database_reader_password),
+        }[role]
+        return self.database.conninfo(user, password.get_secret_value() if password else None)
+
+
+class DatabaseAddress:
+    """Host, port, database and owner user parsed from DATABASE_URL."""
+
+    def __init__(self, host: str, port: int, dbname: str, user: str) -> None:
+        self.host, self.port, self.dbname, self.user = host, port, dbname, user
+
+    @classmethod
+    def parse(cls, url: str) -> DatabaseAddress:
+        parts = urlsplit(url)
+        return cls(
+            host=parts.hostname or "localhost",
+            port=parts.port or 5432,
+            dbname=parts.path.lstrip("/") or "tickpipe",
+            user=parts.username or "tickpipe",
+        )
+
+    def conninfo(self, user: str, password: str | None) -> str:
+        fields = {"host": self.host, "port": str(self.port), "dbname": self.dbname, "user": user}
+        if password:
+            fields["password"] = password
+        return " ".join(f"{key}='{_libpq_quote(value)}'" for key, value in fields.items())
+
+    def jdbc_url(self) -> str:
+        return f"jdbc:postgresql://{self.host}:{self.port}/{self.dbname}"
+
+
+def _libpq_quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (and the local stack's env file); raise ConfigError on bad values."""
+    env_file = stack_env_file()
+    try:
+        return Settings(_env_file=env_file if env_file.is_file() else None, **overrides)  # type: ignore[call-arg]
+    except ValidationError as error:
+        first = error.errors()[0]
+        variable = str(first["loc"][0]).upper() if first["loc"] else "configuration"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid {variable}: {message}") from None

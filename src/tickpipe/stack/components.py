@@ -1,0 +1,337 @@
+"""The engines of the local stack. Each one knows how to prepare its state, its command line and its readiness."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from tickpipe.db import DatabaseNotReady, wait_for_database
+from tickpipe.kafka import KafkaNotReady, wait_for_broker
+from tickpipe.stack.process import RunAs, StackError, tail, wait_until
+
+
+class Component(ABC):
+    """One engine process. `ports` maps role → port; `home` is this component's folder under the state dir."""
+
+    name: str
+    port_roles: tuple[str, ...]
+    fixed_ports: dict[str, int]
+    run_as: RunAs | None = None
+
+    def __init__(self, home: Path, log_dir: Path, ports: dict[str, int]) -> None:
+        self.home, self.log_dir, self.ports = home, log_dir, ports
+
+    @property
+    def log_path(self) -> Path:
+        """The log of the process whose readiness decides this component's."""
+        return self.log_dir / f"{next(iter(self.commands()))}.log"
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Create configuration and initialise data on first use; idempotent."""
+
+    @abstractmethod
+    def commands(self) -> dict[str, list[str]]:
+        """Process name → command line; every process logs to `<log_dir>/<name>.log`."""
+
+    def process_env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    @abstractmethod
+    def check_ready(self) -> None:
+        """One readiness probe: raise on failure (the caller retries until its deadline)."""
+
+    @abstractmethod
+    def exports(self) -> dict[str, str]:
+        """Environment variables that point the stages at this engine."""
+
+    def describe(self) -> str:
+        return ", ".join(f"{role} 127.0.0.1:{port}" for role, port in self.ports.items())
+
+    def not_ready(self, what: str) -> StackError:
+        return StackError(f"{self.name}: {what}; see its log {self.log_path}:\n{tail(self.log_path)}")
+
+
+def java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    candidate = Path(java_home, "bin", "java") if java_home else None
+    found = str(candidate) if candidate and candidate.exists() else shutil.which("java")
+    if not found:
+        raise StackError("java not found: install a JDK 17 (make setup does) or set JAVA_HOME")
+    return found
+
+
+class KafkaBroker(Component):
+    """A single Kafka 4 node in KRaft combined mode (broker + controller); no ZooKeeper."""
+
+    name = "kafka"
+    port_roles = ("broker", "controller")
+    fixed_ports = {"broker": 9092, "controller": 9093}
+
+    def __init__(self, home: Path, log_dir: Path, ports: dict[str, int], jars: Path) -> None:
+        super().__init__(home, log_dir, ports)
+        self.jars = jars
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ports['broker']}"
+
+    def prepare(self) -> None:
+        if not any(self.jars.glob("kafka_2.13-*.jar")):
+            raise StackError(f"kafka: broker jars missing in {self.jars}; run `make setup`")
+        data = self.home / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        broker, controller = self.ports["broker"], self.ports["controller"]
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{controller}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{broker}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(data),
+            # One node: every internal topic has exactly one replica.
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Topics are created on purpose (tickpipe.kafka.ensure_topics), never by a typo.
+            "auto.create.topics.enable": "false",
+            "num.partitions": "6",
+        }
+        (self.home / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+        (self.home / "log4j2.properties").write_text(
+            "rootLogger.level = INFO\nrootLogger.appenderRef.stdout.ref = STDOUT\n"
+            "appender.stdout.type = Console\nappender.stdout.name = STDOUT\n"
+            "appender.stdout.layout.type = PatternLayout\nappender.stdout.layout.pattern = [%d] %p %m (%c)%n\n"
+            "logger.kafka.name = kafka\nlogger.kafka.level = WARN\n"
+            "logger.org.name = org.apache.kafka\nlogger.org.level = WARN\n"
+            "logger.started.name = kafka.server.BrokerServer\nlogger.started.level = INFO\n"
+        )
+        if not (data / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            self._run_java("kafka.tools.StorageTool", "format", "-t", cluster_id,
+                           "-c", str(self.home / "server.properties"))
+
+    def _run_java(self, main: str, *args: str) -> None:
+        result = subprocess.run([java(), "-cp", f"{self.jars}/*", main, *args],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise StackError(f"kafka: {main} {args[0]} failed: {result.stderr.strip()[-500:]}")
+
+    def commands(self) -> dict[str, list[str]]:
+        return {"kafka": [java(), "-Xms256m", "-Xmx1g", "-XX:+UseG1GC",
+                f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+                "-cp", f"{self.jars}/*", "kafka.Kafka", str(self.home / "server.properties")]}
+
+    def check_ready(self) -> None:
+        try:
+            wait_for_broker(self.bootstrap, timeout=2.0)
+        except KafkaNotReady as error:
+            raise self.not_ready(str(error)) from None
+
+    def exports(self) -> dict[str, str]:
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+
+
+def _postgres_bin() -> Path:
+    override = os.environ.get("TICKPIPE_PG_BIN")
+    candidates = [Path(override)] if override else sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
+    for candidate in candidates:
+        if (candidate / "postgres").exists():
+            return candidate
+    raise StackError("postgres: server binaries not found (apt package postgresql); run `make setup`")
+
+
+class Postgres(Component):
+    """A private PostgreSQL cluster: its own data dir and port, run as an unprivileged user when we are root."""
+
+    name = "postgres"
+    port_roles = ("sql",)
+    fixed_ports = {"sql": 5432}
+    owner = "tickpipe"
+    database = "tickpipe"
+
+    def __init__(self, home: Path, log_dir: Path, ports: dict[str, int]) -> None:
+        super().__init__(home, log_dir, ports)
+        self.run_as = _unprivileged_account() if os.geteuid() == 0 else None
+        self.secrets_file = home / "secrets.json"
+
+    def _secrets(self) -> dict[str, str]:
+        """Passwords generated on first start and kept (mode 0600) in the state dir: never in the repo."""
+        if not self.secrets_file.exists():
+            generated = {role: secrets.token_urlsafe(18) for role in ("owner", "writer", "reader")}
+            self.secrets_file.touch(mode=0o600)
+            self.secrets_file.write_text(json.dumps(generated))
+        data: dict[str, str] = json.loads(self.secrets_file.read_text())
+        return data
+
+    def prepare(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        data, run = self.home / "data", self.home / "run"
+        run.mkdir(exist_ok=True)
+        password = self._secrets()["owner"]
+        if self.run_as:
+            os.chown(run, self.run_as.uid, self.run_as.gid)
+        if (data / "PG_VERSION").exists():
+            return
+        data.mkdir(exist_ok=True)
+        pwfile = self.home / "initdb.pw"
+        pwfile.touch(mode=0o600)
+        pwfile.write_text(password)
+        if self.run_as:
+            for path in (data, pwfile):
+                os.chown(path, self.run_as.uid, self.run_as.gid)
+        result = subprocess.run(
+            [str(_postgres_bin() / "initdb"), "-D", str(data), "-U", self.owner, f"--pwfile={pwfile}",
+             "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C.UTF-8"],
+            capture_output=True, text=True, check=False,
+            user=self.run_as.uid if self.run_as else None, group=self.run_as.gid if self.run_as else None,
+        )
+        pwfile.unlink()
+        if result.returncode != 0:
+            shutil.rmtree(data, ignore_errors=True)
+            raise StackError(f"postgres: initdb failed: {result.stderr.strip()[-500:]}")
+
+    def commands(self) -> dict[str, list[str]]:
+        return {"postgres": [str(_postgres_bin() / "postgres"), "-D", str(self.home / "data"), "-p", str(self.ports["sql"]),
+                "-k", str(self.home / "run"), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200",
+                "-c", "shared_buffers=256MB", "-c", "logging_collector=off"]}
+
+    def conninfo(self, dbname: str = "postgres") -> str:
+        return (f"host=127.0.0.1 port={self.ports['sql']} dbname={dbname} user={self.owner} "
+                f"password={self._secrets()['owner']}")
+
+    def check_ready(self) -> None:
+        try:
+            wait_for_database(self.conninfo(), timeout=2.0, where=f"at 127.0.0.1:{self.ports['sql']}")
+        except DatabaseNotReady as error:
+            raise self.not_ready(str(error)) from None
+        self._ensure_database()
+
+    def _ensure_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{self.database}" OWNER "{self.owner}"')
+
+    def exports(self) -> dict[str, str]:
+        passwords = self._secrets()
+        return {
+            "DATABASE_URL": f"postgresql://{self.owner}@127.0.0.1:{self.ports['sql']}/{self.database}",
+            "DATABASE_PASSWORD": passwords["owner"],
+            "DATABASE_WRITER_PASSWORD": passwords["writer"],
+            "DATABASE_READER_PASSWORD": passwords["reader"],
+        }
+
+
+def _unprivileged_account() -> RunAs:
+    for name in ("postgres", "nobody"):
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return RunAs(entry.pw_uid, entry.pw_gid)
+    raise StackError("postgres: running as root and no unprivileged user (postgres) exists to run the server")
+
+
+def flink_home() -> Path:
+    """The Flink distribution inside the PyFlink package: the same Flink the job is written against."""
+    import pyflink
+
+    return Path(pyflink.__file__).parent
+
+
+class FlinkCluster(Component):
+    """A Flink session cluster (one JobManager, one TaskManager) from the PyFlink distribution."""
+
+    name = "flink"
+    port_roles = ("rest", "rpc", "metrics")
+    fixed_ports = {"rest": 8081, "rpc": 6123, "metrics": 9249}
+    taskmanager_slots = 4
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.home / "conf"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['rest']}"
+
+    def prepare(self) -> None:
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("log4j-console.properties", "log4j.properties", "logback-console.xml"):
+            source = flink_home() / "conf" / name
+            if source.exists():
+                shutil.copy(source, self.conf_dir / name)
+        checkpoints = self.home / "checkpoints"
+        checkpoints.mkdir(exist_ok=True)
+        # Flink 1.20 reads config.yaml; flat dotted keys are valid YAML there.
+        config = {
+            "jobmanager.rpc.address": "127.0.0.1",
+            "jobmanager.bind-host": "127.0.0.1",
+            "jobmanager.rpc.port": self.ports["rpc"],
+            "rest.address": "127.0.0.1",
+            "rest.bind-address": "127.0.0.1",
+            "rest.port": self.ports["rest"],
+            "taskmanager.bind-host": "127.0.0.1",
+            "taskmanager.host": "127.0.0.1",
+            "taskmanager.numberOfTaskSlots": self.taskmanager_slots,
+            "jobmanager.memory.process.size": "1024m",
+            "taskmanager.memory.process.size": "2560m",
+            "taskmanager.memory.managed.fraction": 0.2,
+            "parallelism.default": 1,
+            "state.checkpoints.dir": f"file://{checkpoints}",
+            "state.savepoints.dir": f"file://{self.home / 'savepoints'}",
+            "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+            "metrics.reporter.prom.factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
+            # JobManager and TaskManager each take one port of this two-port range.
+            "metrics.reporter.prom.port": f"{self.ports['metrics']}-{self.ports['metrics'] + 1}",
+            # Python UDF workers run in the same virtualenv as the CLI that started the stack.
+            "python.executable": sys.executable,
+            "env.java.opts.all": "-XX:+UseG1GC",
+        }
+        (self.conf_dir / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in config.items()))
+
+    def process_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(FLINK_HOME=str(flink_home()), FLINK_CONF_DIR=str(self.conf_dir),
+                   FLINK_LOG_DIR=str(self.home / "log"), FLINK_PID_DIR=str(self.home))
+        env.setdefault("JAVA_HOME", str(Path(java()).resolve().parent.parent))
+        return env
+
+    def commands(self) -> dict[str, list[str]]:
+        bin_dir = flink_home() / "bin"
+        return {"flink-jobmanager": ["bash", str(bin_dir / "jobmanager.sh"), "start-foreground"],
+                "flink-taskmanager": ["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"]}
+
+    def check_ready(self) -> None:
+        try:
+            with urllib.request.urlopen(f"{self.rest_url}/overview", timeout=2) as response:  # noqa: S310 - our own loopback URL
+                overview = json.load(response)
+        except OSError as error:
+            raise self.not_ready(f"REST API at {self.rest_url} not answering ({error})") from None
+        if overview.get("taskmanagers", 0) < 1:
+            raise self.not_ready("no TaskManager registered yet")
+
+    def exports(self) -> dict[str, str]:
+        return {"FLINK_REST_URL": self.rest_url, "FLINK_CONF_DIR": str(self.conf_dir)}
+
+
+__all__ = ["Component", "FlinkCluster", "KafkaBroker", "Postgres", "flink_home", "java", "wait_until"]
