@@ -33,7 +33,7 @@ fmt: setup ## format and auto-fix with ruff
 	@$(BIN)/ruff check --fix .
 
 typecheck: setup ## mypy --strict on the package
-	@$(BIN)/mypy -p tickpipe
+	@$(BIN)/mypy
 
 validate: setup ## render and validate charts, manifests, compose and skaffold config
 	@if [ -x scripts/validate.sh ]; then scripts/validate.sh; else echo "validate: nothing to validate yet"; fi

@@ -8,6 +8,8 @@ environment variables (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, DATABASE_PASSWORD,
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,8 @@ EXTERNAL = os.environ.get("TICKPIPE_TEST_EXTERNAL") == "1"
 class TestStack:
     """The session's stack: `require(name)` starts an engine once; `settings(**overrides)` points at it."""
 
+    __test__ = False  # a fixture object, not a test class
+
     def __init__(self, home: Path) -> None:
         self.home = home
         self.local = LocalStack(home, (REPO / ".deps" / "jars").resolve())
@@ -40,8 +44,7 @@ class TestStack:
             self._started.update(missing)
 
     def settings(self, **overrides: object) -> Settings:
-        env = {key.lower(): value for key, value in self.exports.items()
-               if key.lower() in Settings.model_fields}
+        env = {key.lower(): value for key, value in self.exports.items() if key.lower() in Settings.model_fields}
         env.update({key: value for key, value in overrides.items()})
         env.setdefault("jars_dir", REPO / ".deps" / "jars")
         env.setdefault("migrations_dir", REPO / "storage" / "migrations")
@@ -56,9 +59,16 @@ class TestStack:
         return env
 
 
+def traversable_tmpdir(prefix: str) -> Path:
+    """A temp folder PostgreSQL's unprivileged user can enter (pytest's own tmp dirs are private to root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestStack]:
-    home = tmp_path_factory.mktemp("stack")
+def stack() -> Iterator[TestStack]:
+    home = traversable_tmpdir("tickpipe-test-stack-")
     # Stages read $TICKPIPE_HOME/stack.env: make every process of this session use the test stack, not a
     # developer's running one.
     os.environ["TICKPIPE_HOME"] = str(home)
@@ -68,6 +78,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestStack]:
     finally:
         if not EXTERNAL:
             test_stack.local.down()
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
@@ -86,6 +97,17 @@ def postgres(stack: TestStack) -> TestStack:
 def flink(stack: TestStack) -> TestStack:
     stack.require("kafka", "postgres", "flink")
     return stack
+
+
+@pytest.fixture
+def stack_home() -> Iterator[Path]:
+    """A state folder for a private LocalStack (stopped by the test), removed afterwards."""
+    home = traversable_tmpdir("tickpipe-test-home-")
+    try:
+        yield home
+    finally:
+        LocalStack(home, (REPO / ".deps" / "jars").resolve()).down()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

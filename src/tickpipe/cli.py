@@ -23,15 +23,24 @@ class Subcommand(Protocol):
 
 # name → (module, one-line help). The order is the order of `tickpipe --help`.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "stack": ("tickpipe.stack.cli", "local stack of real engines (Kafka KRaft, PostgreSQL, Flink): up|down|status"),
-    "migrate": ("tickpipe.migrator.cli", "stage migrator: apply the versioned SQL schema in storage/migrations"),
+    "stack": (
+        "tickpipe.stack.cli",
+        "local stack of real engines (Kafka KRaft, PostgreSQL, Flink): up|down|status",
+    ),
+    "migrate": (
+        "tickpipe.migrator.cli",
+        "stage migrator: apply the versioned SQL schema in storage/migrations",
+    ),
     "ingest": ("tickpipe.ingestor.cli", "stage ingestor: Binance WebSocket → Kafka topic price-ticks"),
     "ma-job": ("tickpipe.ma_job.cli", "stage ma-job: PyFlink MA(5)/MA(20) per symbol, Kafka → price_ticks"),
     "sim": ("tickpipe.sim.cli", "tool: Binance-compatible simulated exchange (WebSocket server)"),
     "run": ("tickpipe.run.cli", "tool: run the whole pipeline locally (what `make run` calls)"),
     "top": ("tickpipe.top.cli", "tool: live terminal view of prices, MAs and pipeline health"),
     "chart": ("tickpipe.chart.cli", "tool: price + MA(5) + MA(20) + volume chart from the database, as PNG"),
-    "k8s": ("tickpipe.k8s.cli", "tool: health of a cluster deployment (FlinkDeployment, Kafka, pods, Grafana)"),
+    "k8s": (
+        "tickpipe.k8s.cli",
+        "tool: health of a cluster deployment (FlinkDeployment, Kafka, pods, Grafana)",
+    ),
 }
 
 
@@ -43,7 +52,7 @@ def _available() -> dict[str, Subcommand]:
     modules: dict[str, Subcommand] = {}
     for name, (module, _) in SUBCOMMANDS.items():
         try:
-            modules[name] = importlib.import_module(module)  # type: ignore[assignment]
+            modules[name] = importlib.import_module(module)
         except ModuleNotFoundError as error:
             if error.name and not module.startswith(error.name):
                 raise  # a real missing dependency inside an existing module must not be hidden
@@ -52,8 +61,10 @@ def _available() -> dict[str, Subcommand]:
 
 def build_parser(modules: dict[str, Subcommand]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tickpipe", description="Real-time price pipeline: Binance → Kafka → Flink MA → TimescaleDB → Grafana.",
-        epilog="Configuration comes from environment variables (see README: Configuration).")
+        prog="tickpipe",
+        description="Real-time price pipeline: Binance → Kafka → Flink MA → TimescaleDB → Grafana.",
+        epilog="Configuration comes from environment variables (see README: Configuration).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in modules.items():
         help_text = SUBCOMMANDS[name][1]

@@ -6,7 +6,8 @@ import time
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from tickpipe.config import Settings
 
@@ -16,8 +17,9 @@ class KafkaNotReady(RuntimeError):
 
 
 def admin_client(bootstrap_servers: str, **overrides: Any) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap_servers, "socket.connection.setup.timeout.ms": 3000,
-                        **overrides})
+    return AdminClient(
+        {"bootstrap.servers": bootstrap_servers, "socket.connection.setup.timeout.ms": 3000, **overrides}
+    )
 
 
 def wait_for_broker(bootstrap_servers: str, timeout: float = 30.0) -> int:
@@ -34,8 +36,10 @@ def wait_for_broker(bootstrap_servers: str, timeout: float = 30.0) -> int:
         except KafkaException as error:
             last_error = error
         time.sleep(0.2)
-    raise KafkaNotReady(f"no Kafka broker answered a metadata request at {bootstrap_servers} "
-                        f"within {timeout:.0f} s ({last_error or 'no brokers in metadata'})")
+    raise KafkaNotReady(
+        f"no Kafka broker answered a metadata request at {bootstrap_servers} "
+        f"within {timeout:.0f} s ({last_error or 'no brokers in metadata'})"
+    )
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:

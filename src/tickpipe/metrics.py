@@ -18,8 +18,15 @@ def _always_ok() -> tuple[bool, str]:
 class MetricsServer:
     """Serves metrics and health on a background thread. Port 0 picks a free port (see `.port`)."""
 
-    def __init__(self, port: int, *, live: HealthCheck = _always_ok, ready: HealthCheck = _always_ok,
-                 registry: CollectorRegistry = REGISTRY, host: str = "0.0.0.0") -> None:  # noqa: S104 - probes come from outside the pod
+    def __init__(
+        self,
+        port: int,
+        *,
+        live: HealthCheck = _always_ok,
+        ready: HealthCheck = _always_ok,
+        registry: CollectorRegistry = REGISTRY,
+        host: str = "0.0.0.0",  # noqa: S104 - probes and scrapes come from outside the pod
+    ) -> None:
         routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
             "/metrics": lambda: (200, CONTENT_TYPE_LATEST, generate_latest(registry)),
             "/healthz": lambda: _probe(live),

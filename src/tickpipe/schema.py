@@ -105,6 +105,11 @@ def parse_tick(raw: bytes | str) -> Tick:
 def dead_letter(raw: bytes | str, reason: str, stage: str, *, source: str | None = None) -> bytes:
     """The dead-letter record: the raw payload, verbatim, with why it was rejected and by whom."""
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-    record = {"reason": reason, "stage": stage, "source": source, "raw": text,
-              "rejected_at": format_timestamp(time.time_ns() // 1_000_000)}
+    record = {
+        "reason": reason,
+        "stage": stage,
+        "source": source,
+        "raw": text,
+        "rejected_at": format_timestamp(time.time_ns() // 1_000_000),
+    }
     return json.dumps(record, separators=(",", ":")).encode()

@@ -12,10 +12,16 @@ from tickpipe.stack.process import StackError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("--only", default=",".join(COMPONENTS),
-                        help=f"comma-separated subset of {','.join(COMPONENTS)} (default: all)")
-    parser.add_argument("--fixed-ports", action="store_true",
-                        help="use the spec ports (Kafka 9092, PostgreSQL 5432, Flink 8081) instead of free ones")
+    parser.add_argument(
+        "--only",
+        default=",".join(COMPONENTS),
+        help=f"comma-separated subset of {','.join(COMPONENTS)} (default: all)",
+    )
+    parser.add_argument(
+        "--fixed-ports",
+        action="store_true",
+        help="use the spec ports (Kafka 9092, PostgreSQL 5432, Flink 8081) instead of free ones",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="readiness deadline in seconds")
 
 

@@ -14,6 +14,7 @@ import urllib.request
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import ClassVar
 
 from tickpipe.db import DatabaseNotReady, wait_for_database
 from tickpipe.kafka import KafkaNotReady, wait_for_broker
@@ -25,7 +26,7 @@ class Component(ABC):
 
     name: str
     port_roles: tuple[str, ...]
-    fixed_ports: dict[str, int]
+    fixed_ports: ClassVar[dict[str, int]]
     run_as: RunAs | None = None
 
     def __init__(self, home: Path, log_dir: Path, ports: dict[str, int]) -> None:
@@ -76,7 +77,7 @@ class KafkaBroker(Component):
 
     name = "kafka"
     port_roles = ("broker", "controller")
-    fixed_ports = {"broker": 9092, "controller": 9093}
+    fixed_ports: ClassVar[dict[str, int]] = {"broker": 9092, "controller": 9093}
 
     def __init__(self, home: Path, log_dir: Path, ports: dict[str, int], jars: Path) -> None:
         super().__init__(home, log_dir, ports)
@@ -124,19 +125,35 @@ class KafkaBroker(Component):
         )
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            self._run_java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                           "-c", str(self.home / "server.properties"))
+            self._run_java(
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={cluster_id}",  # "=": an id may start with "-"
+                "-c",
+                str(self.home / "server.properties"),
+            )
 
     def _run_java(self, main: str, *args: str) -> None:
-        result = subprocess.run([java(), "-cp", f"{self.jars}/*", main, *args],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [java(), "-cp", f"{self.jars}/*", main, *args], capture_output=True, text=True, check=False
+        )
         if result.returncode != 0:
             raise StackError(f"kafka: {main} {args[0]} failed: {result.stderr.strip()[-500:]}")
 
     def commands(self) -> dict[str, list[str]]:
-        return {"kafka": [java(), "-Xms256m", "-Xmx1g", "-XX:+UseG1GC",
+        return {
+            "kafka": [
+                java(),
+                "-Xms256m",
+                "-Xmx1g",
+                "-XX:+UseG1GC",
                 f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
-                "-cp", f"{self.jars}/*", "kafka.Kafka", str(self.home / "server.properties")]}
+                "-cp",
+                f"{self.jars}/*",
+                "kafka.Kafka",
+                str(self.home / "server.properties"),
+            ]
+        }
 
     def check_ready(self) -> None:
         try:
@@ -150,8 +167,11 @@ class KafkaBroker(Component):
 
 def _postgres_bin() -> Path:
     override = os.environ.get("TICKPIPE_PG_BIN")
-    candidates = [Path(override)] if override else sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
+    candidates = (
+        [Path(override)]
+        if override
+        else sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
+    )
     for candidate in candidates:
         if (candidate / "postgres").exists():
             return candidate
@@ -163,7 +183,7 @@ class Postgres(Component):
 
     name = "postgres"
     port_roles = ("sql",)
-    fixed_ports = {"sql": 5432}
+    fixed_ports: ClassVar[dict[str, int]] = {"sql": 5432}
     owner = "tickpipe"
     database = "tickpipe"
 
@@ -187,6 +207,7 @@ class Postgres(Component):
         run.mkdir(exist_ok=True)
         password = self._secrets()["owner"]
         if self.run_as:
+            _check_reachable(self.home, self.run_as)
             os.chown(run, self.run_as.uid, self.run_as.gid)
         if (data / "PG_VERSION").exists():
             return
@@ -198,10 +219,24 @@ class Postgres(Component):
             for path in (data, pwfile):
                 os.chown(path, self.run_as.uid, self.run_as.gid)
         result = subprocess.run(
-            [str(_postgres_bin() / "initdb"), "-D", str(data), "-U", self.owner, f"--pwfile={pwfile}",
-             "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C.UTF-8"],
-            capture_output=True, text=True, check=False,
-            user=self.run_as.uid if self.run_as else None, group=self.run_as.gid if self.run_as else None,
+            [
+                str(_postgres_bin() / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                self.owner,
+                f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=peer",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            user=self.run_as.uid if self.run_as else None,
+            group=self.run_as.gid if self.run_as else None,
         )
         pwfile.unlink()
         if result.returncode != 0:
@@ -209,13 +244,31 @@ class Postgres(Component):
             raise StackError(f"postgres: initdb failed: {result.stderr.strip()[-500:]}")
 
     def commands(self) -> dict[str, list[str]]:
-        return {"postgres": [str(_postgres_bin() / "postgres"), "-D", str(self.home / "data"), "-p", str(self.ports["sql"]),
-                "-k", str(self.home / "run"), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200",
-                "-c", "shared_buffers=256MB", "-c", "logging_collector=off"]}
+        return {
+            "postgres": [
+                str(_postgres_bin() / "postgres"),
+                "-D",
+                str(self.home / "data"),
+                "-p",
+                str(self.ports["sql"]),
+                "-k",
+                str(self.home / "run"),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=256MB",
+                "-c",
+                "logging_collector=off",
+            ]
+        }
 
     def conninfo(self, dbname: str = "postgres") -> str:
-        return (f"host=127.0.0.1 port={self.ports['sql']} dbname={dbname} user={self.owner} "
-                f"password={self._secrets()['owner']}")
+        return (
+            f"host=127.0.0.1 port={self.ports['sql']} dbname={dbname} user={self.owner} "
+            f"password={self._secrets()['owner']}"
+        )
 
     def check_ready(self) -> None:
         try:
@@ -241,6 +294,17 @@ class Postgres(Component):
         }
 
 
+def _check_reachable(path: Path, account: RunAs) -> None:
+    """The server runs as another user: every folder above its data dir must let that user through."""
+    for folder in [path, *path.parents]:
+        info = folder.stat()
+        if info.st_uid != account.uid and not info.st_mode & 0o001:
+            raise StackError(
+                f"postgres: the server runs as uid {account.uid}, which cannot enter {folder} "
+                f"(mode {info.st_mode & 0o777:o}); put TICKPIPE_HOME under a folder it can traverse"
+            )
+
+
 def _unprivileged_account() -> RunAs:
     for name in ("postgres", "nobody"):
         try:
@@ -263,7 +327,7 @@ class FlinkCluster(Component):
 
     name = "flink"
     port_roles = ("rest", "rpc", "metrics")
-    fixed_ports = {"rest": 8081, "rpc": 6123, "metrics": 9249}
+    fixed_ports: ClassVar[dict[str, int]] = {"rest": 8081, "rpc": 6123, "metrics": 9249}
     taskmanager_slots = 4
 
     @property
@@ -311,15 +375,21 @@ class FlinkCluster(Component):
 
     def process_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(FLINK_HOME=str(flink_home()), FLINK_CONF_DIR=str(self.conf_dir),
-                   FLINK_LOG_DIR=str(self.home / "log"), FLINK_PID_DIR=str(self.home))
+        env.update(
+            FLINK_HOME=str(flink_home()),
+            FLINK_CONF_DIR=str(self.conf_dir),
+            FLINK_LOG_DIR=str(self.home / "log"),
+            FLINK_PID_DIR=str(self.home),
+        )
         env.setdefault("JAVA_HOME", str(Path(java()).resolve().parent.parent))
         return env
 
     def commands(self) -> dict[str, list[str]]:
         bin_dir = flink_home() / "bin"
-        return {"flink-jobmanager": ["bash", str(bin_dir / "jobmanager.sh"), "start-foreground"],
-                "flink-taskmanager": ["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"]}
+        return {
+            "flink-jobmanager": ["bash", str(bin_dir / "jobmanager.sh"), "start-foreground"],
+            "flink-taskmanager": ["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"],
+        }
 
     def check_ready(self) -> None:
         try:

@@ -86,8 +86,10 @@ class LocalStack:
             if fixed:
                 port = defaults[role]
                 if not port_is_free(port):
-                    raise StackError(f"{name}: port {port} ({role}) is already in use; free it, "
-                                     f"or start without --fixed-ports to use free ports")
+                    raise StackError(
+                        f"{name}: port {port} ({role}) is already in use; free it, "
+                        f"or start without --fixed-ports to use free ports"
+                    )
             elif role in previous and port_is_free(previous[role]):
                 port = previous[role]  # same address as last run, so clients configured then still work
             else:
@@ -98,8 +100,9 @@ class LocalStack:
         return ports
 
     # -- commands ----------------------------------------------------------------------------------------------
-    def up(self, only: tuple[str, ...] = COMPONENTS, *, fixed_ports: bool = False,
-           timeout: float = 120.0) -> dict[str, str]:
+    def up(
+        self, only: tuple[str, ...] = COMPONENTS, *, fixed_ports: bool = False, timeout: float = 120.0
+    ) -> dict[str, str]:
         """Start the named engines (already running ones are kept), wait until each is ready, return exports."""
         state = self._load()
         started: list[str] = []
@@ -113,9 +116,16 @@ class LocalStack:
                 ports = self._choose_ports(name, entry.get("ports", {}), fixed_ports)
                 component = self._component(name, ports)
                 component.prepare()
-                pids = {process: spawn(argv, log_path=self.log_dir / f"{process}.log", env=component.process_env(),
-                                       run_as=component.run_as, cwd=component.home)
-                        for process, argv in component.commands().items()}
+                pids = {
+                    process: spawn(
+                        argv,
+                        log_path=self.log_dir / f"{process}.log",
+                        env=component.process_env(),
+                        run_as=component.run_as,
+                        cwd=component.home,
+                    )
+                    for process, argv in component.commands().items()
+                }
                 state["components"][name] = {"ports": ports, "pids": pids}
                 self._save(state)
                 started.append(name)
@@ -143,7 +153,8 @@ class LocalStack:
             time.sleep(0.3)
 
     def _running(self, name: str, entry: dict[str, Any]) -> bool:
-        return all(pid_alive(pid) and cmdline_contains(pid, str(self.home)) for pid in entry["pids"].values())
+        pids = entry.get("pids") or {}
+        return bool(pids) and all(pid_alive(pid) and cmdline_contains(pid, str(self.home)) for pid in pids.values())
 
     def down(self) -> list[str]:
         """Stop every engine this state folder started; return the names of processes that had to be killed."""
@@ -158,8 +169,11 @@ class LocalStack:
             if not entry:
                 continue
             for process, pid in reversed(list(entry["pids"].items())):
-                if pid_alive(pid) and cmdline_contains(pid, str(self.home)) and stop_pid(
-                        pid, sig=STOP_SIGNALS.get(name, signal.SIGTERM)):
+                if (
+                    pid_alive(pid)
+                    and cmdline_contains(pid, str(self.home))
+                    and stop_pid(pid, sig=STOP_SIGNALS.get(name, signal.SIGTERM))
+                ):
                     killed.append(process)
             entry["pids"] = {}
         self._save(state)

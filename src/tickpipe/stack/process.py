@@ -66,15 +66,27 @@ def cmdline_contains(pid: int, marker: str) -> bool:
         return False
 
 
-def spawn(argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None,
-          run_as: RunAs | None = None, cwd: Path | None = None) -> int:
+def spawn(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    run_as: RunAs | None = None,
+    cwd: Path | None = None,
+) -> int:
     """Start a detached process (own session, so Ctrl-C in the caller's terminal doesn't reach it); return pid."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
-            user=run_as.uid if run_as else None, group=run_as.gid if run_as else None,
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            user=run_as.uid if run_as else None,
+            group=run_as.gid if run_as else None,
             extra_groups=[] if run_as else None,
         )
     return process.pid

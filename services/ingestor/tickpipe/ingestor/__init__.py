@@ -1,0 +1,1 @@
+"""Stage `ingestor`: Binance WebSocket → Kafka topic price-ticks."""

@@ -1,0 +1,1 @@
+"""Stage `migrator`: applies the versioned SQL schema in storage/migrations."""

@@ -1,0 +1,95 @@
+"""The local stack: real engines up, ready, reachable, and gone after `down`."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, Producer
+from tests.conftest import REPO, TestStack
+
+from tickpipe.kafka import admin_client, ensure_topics
+from tickpipe.stack.components import Postgres
+from tickpipe.stack.manager import LocalStack
+from tickpipe.stack.process import StackError, pid_alive
+
+pytestmark = pytest.mark.integration
+
+
+def test_kafka_round_trips_a_keyed_message(kafka: TestStack, unique_topics: dict[str, str]) -> None:
+    settings = kafka.settings(**unique_topics)
+    ensure_topics(settings)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "enable.idempotence": True})
+    producer.produce(settings.kafka_topic, key=b"BTCUSDT", value=b"hello")
+    assert producer.flush(10) == 0
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": uuid.uuid4().hex,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([settings.kafka_topic])
+    try:
+        message = None
+        for _ in range(100):
+            message = consumer.poll(0.2)
+            if message is not None and not message.error():
+                break
+        assert message is not None and message.error() is None
+        assert (message.key(), message.value()) == (b"BTCUSDT", b"hello")
+    finally:
+        consumer.close()
+
+
+def test_topics_are_created_once_with_the_configured_partitions(
+    kafka: TestStack, unique_topics: dict[str, str]
+) -> None:
+    settings = kafka.settings(**unique_topics, kafka_topic_partitions=3)
+    ensure_topics(settings)
+    ensure_topics(settings)  # idempotent
+    topics = admin_client(settings.kafka_bootstrap_servers).list_topics(timeout=10).topics
+    assert len(topics[settings.kafka_topic].partitions) == 3
+    assert len(topics[settings.kafka_dlq_topic].partitions) == 1
+
+
+def test_postgres_answers_as_the_owner_and_runs_unprivileged(postgres: TestStack) -> None:
+    with psycopg.connect(postgres.settings().conninfo("owner")) as conn:
+        assert conn.execute("SELECT current_user, 1").fetchone() == ("tickpipe", 1)
+    pid = postgres.local._load()["components"]["postgres"]["pids"]["postgres"]
+    assert Path(f"/proc/{pid}").stat().st_uid != 0
+
+
+def test_a_private_stack_starts_and_stops_without_leftovers(stack_home: Path) -> None:
+    tmp_path = stack_home
+    stack = LocalStack(tmp_path, (REPO / ".deps" / "jars").resolve())
+    exports = stack.up(("postgres",), timeout=60)
+    assert exports["DATABASE_URL"].startswith("postgresql://tickpipe@127.0.0.1:")
+    pids = [row.pid for row in stack.status() if row.running]
+    assert len(pids) == 1
+    assert stack.up(("postgres",)) == exports  # already running: kept, same address
+    stack.down()
+    assert all(pid is not None and not pid_alive(pid) for pid in pids)
+    assert not (tmp_path / "stack.env").exists()
+    assert (tmp_path / "postgres" / "data" / "PG_VERSION").exists()  # data kept for the next run
+
+
+def test_a_taken_fixed_port_is_reported_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = LocalStack(tmp_path, (REPO / ".deps" / "jars").resolve())
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        # Stand in a busy port for 5432, so the test never fights a real server on the spec port.
+        monkeypatch.setattr(Postgres, "fixed_ports", {"sql": port})
+        with pytest.raises(StackError, match=rf"postgres: port {port} \(sql\) is already in use"):
+            stack.up(("postgres",), fixed_ports=True)
+
+
+def test_a_crashing_engine_fails_fast_naming_its_log(tmp_path: Path) -> None:
+    stack = LocalStack(tmp_path, tmp_path / "no-jars")
+    with pytest.raises(StackError, match=r"kafka: broker jars missing in .*no-jars.*make setup"):
+        stack.up(("kafka",), timeout=10)
