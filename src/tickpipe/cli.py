@@ -96,4 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m tickpipe.cli` runs this file as `__main__`; subcommands raise `tickpipe.cli.CommandError`, so
+    # dispatch through the imported module, whose classes are the ones they raise.
+    from tickpipe.cli import main as imported_main
+
+    sys.exit(imported_main())

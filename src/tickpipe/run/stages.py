@@ -1,0 +1,103 @@
+"""The pipeline's stage processes as `make run` starts them: `tickpipe <stage> ...` children with a log file each."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tickpipe.stack.process import StackError, tail, wait_until
+
+
+@dataclass
+class StageProcess:
+    """One `tickpipe <command>` child. Its own session, so the terminal's Ctrl-C reaches only the orchestrator,
+    which then stops the stages in a safe order (ingestor flush first)."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    stop_signal: signal.Signals = signal.SIGTERM
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "tickpipe.cli", *self.args]
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> StageProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+        return self
+
+    def exit_code(self) -> int | None:
+        return self.process.poll() if self.process else None
+
+    def check_alive(self) -> None:
+        code = self.exit_code()
+        if code is not None:
+            raise StackError(
+                f"{self.name} exited with code {code}; last lines of {self.log_path}:\n{tail(self.log_path)}"
+            )
+
+    def wait_for_line(self, prefix: str, timeout: float) -> str:
+        """Wait until the stage writes a line starting with `prefix` to its log; return the line."""
+        found: list[str] = []
+
+        def seen() -> bool:
+            self.check_alive()
+            with contextlib.suppress(FileNotFoundError):
+                for line in self.log_path.read_text(errors="replace").splitlines():
+                    if line.startswith(prefix):
+                        found.append(line)
+                        return True
+            return False
+
+        if not wait_until(seen, timeout, interval=0.1):
+            raise StackError(f"{self.name} did not report {prefix!r} within {timeout:.0f} s; see {self.log_path}")
+        return found[0]
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """Ask the stage to stop, wait for it; kill its group at the deadline. Return True if it stopped cleanly."""
+        if self.process is None or self.process.poll() is not None:
+            return True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, self.stop_signal)
+        try:
+            self.process.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+            return False
+        finally:
+            # The stage's own children (Python UDF workers, a Flink client) share its process group.
+            pgid = self.process.pid
+            if not wait_until(lambda: not _group_alive(pgid), 5.0):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

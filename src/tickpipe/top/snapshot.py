@@ -1,0 +1,195 @@
+"""What `tickpipe top` shows, read the way Grafana would: from the database and the stages' endpoints."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from tickpipe.config import Settings
+
+# Newest two rows per symbol (the pair tells whether MA(5) just crossed MA(20)) and the tick rate over the last
+# 10 s. The symbol list comes from a loose index scan of (symbol, time DESC): one index probe per symbol, not a
+# scan of the table.
+SYMBOLS_SQL = """
+WITH RECURSIVE symbols AS (
+    (SELECT symbol FROM price_ticks ORDER BY symbol LIMIT 1)
+    UNION ALL
+    SELECT (SELECT p.symbol FROM price_ticks p WHERE p.symbol > s.symbol ORDER BY p.symbol LIMIT 1)
+    FROM symbols s WHERE s.symbol IS NOT NULL
+)
+SELECT s.symbol, last.time, last.price, last.ma_short, last.ma_long, prev.ma_short, prev.ma_long,
+       (SELECT count(*) FROM price_ticks r WHERE r.symbol = s.symbol AND r.time > last.time - interval '10 seconds'),
+       extract(epoch FROM clock_timestamp() - last.time)
+FROM symbols s
+CROSS JOIN LATERAL (SELECT time, price, ma_short, ma_long FROM price_ticks p WHERE p.symbol = s.symbol
+                    ORDER BY time DESC LIMIT 1) last
+LEFT JOIN LATERAL (SELECT ma_short, ma_long FROM price_ticks p WHERE p.symbol = s.symbol AND p.time < last.time
+                   ORDER BY time DESC LIMIT 1) prev ON true
+WHERE s.symbol IS NOT NULL
+ORDER BY s.symbol
+LIMIT %s
+"""
+
+
+@dataclass(frozen=True)
+class SymbolRow:
+    symbol: str
+    price: float
+    ma_short: float | None
+    ma_long: float | None
+    cross: str  # "golden" (MA5 crossed above MA20), "death" (below) or ""
+    ticks_per_second: float
+    age_seconds: float  # now - the newest tick's event time: end-to-end lag plus the wait for the next tick
+
+
+@dataclass(frozen=True)
+class Health:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    symbols: list[SymbolRow]
+    health: list[Health]
+    dlq_records: int | None
+    taken_at: float
+
+
+def cross_of(ma_short: float | None, ma_long: float | None, prev_short: float | None, prev_long: float | None) -> str:
+    if None in (ma_short, ma_long, prev_short, prev_long):
+        return ""
+    now, before = ma_short - ma_long, prev_short - prev_long  # type: ignore[operator]
+    if before <= 0 < now:
+        return "golden"
+    if before >= 0 > now:
+        return "death"
+    return ""
+
+
+def read_symbols(settings: Settings, limit: int = 50) -> list[SymbolRow]:
+    with psycopg.connect(settings.conninfo("reader"), connect_timeout=3) as conn:
+        rows = conn.execute(SYMBOLS_SQL, (limit,)).fetchall()
+    return [
+        SymbolRow(
+            symbol=row[0],
+            price=row[2],
+            ma_short=row[3],
+            ma_long=row[4],
+            cross=cross_of(row[3], row[4], row[5], row[6]),
+            ticks_per_second=row[7] / 10.0,
+            age_seconds=float(row[8]),
+        )
+        for row in rows
+    ]
+
+
+def dlq_records(settings: Settings) -> int:
+    """Records ever written to the dead-letter topic: the sum of its partitions' high watermarks."""
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "tickpipe-top", "log_level": 0}
+    )
+    try:
+        topic = consumer.list_topics(settings.kafka_dlq_topic, timeout=3).topics.get(settings.kafka_dlq_topic)
+        if topic is None or topic.error is not None:
+            return 0
+        total = 0
+        for partition in topic.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(settings.kafka_dlq_topic, partition), timeout=3)
+            total += high - max(low, 0) if low >= 0 else high
+        return total
+    finally:
+        consumer.close()
+
+
+def _get_json(url: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - local stage endpoints
+        return json.load(response)
+
+
+def probe_http(name: str, url: str) -> Health:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - local stage endpoints
+            return Health(name, response.status == 200, response.read().decode().strip() or "ok")
+    except OSError as error:
+        return Health(name, False, str(getattr(error, "reason", error)))
+
+
+def probe_flink(rest_url: str) -> Health:
+    try:
+        jobs = _get_json(f"{rest_url}/jobs/overview")["jobs"]
+    except (OSError, KeyError, ValueError) as error:
+        return Health("ma-job", False, f"Flink REST at {rest_url}: {error}")
+    running = [job for job in jobs if job.get("state") == "RUNNING"]
+    if not running:
+        states = ", ".join(sorted({job.get("state", "?") for job in jobs})) or "no jobs"
+        return Health("ma-job", False, states)
+    job = running[0]
+    detail = "RUNNING"
+    try:
+        checkpoints = _get_json(f"{rest_url}/jobs/{job['jid']}/checkpoints")
+        completed = (checkpoints.get("latest") or {}).get("completed") or {}
+        if completed:
+            age = time.time() - completed["latest_ack_timestamp"] / 1000
+            detail += f", checkpoint {age:.0f} s ago"
+    except (OSError, KeyError, ValueError):
+        pass
+    return Health("ma-job", True, detail)
+
+
+def probe_database(settings: Settings) -> Health:
+    try:
+        with psycopg.connect(settings.conninfo("reader"), connect_timeout=3) as conn:
+            row = conn.execute("SELECT extract(epoch FROM clock_timestamp() - max(time)) FROM price_ticks").fetchone()
+    except psycopg.Error as error:
+        return Health("database", False, str(error).strip().splitlines()[0])
+    age = row[0] if row else None
+    return Health("database", True, "no rows yet" if age is None else f"newest row {float(age):.1f} s old")
+
+
+def probe_kafka(settings: Settings) -> Health:
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "tickpipe-top", "log_level": 0}
+    )
+    try:
+        metadata = consumer.list_topics(timeout=3)
+        return Health("kafka", True, f"{len(metadata.brokers)} broker(s)")
+    except KafkaException as error:
+        return Health("kafka", False, str(error))
+    finally:
+        consumer.close()
+
+
+def run_state(home: Path) -> dict[str, Any]:
+    """What `tickpipe run` started (stages, their metrics URLs); empty when it is not running."""
+    try:
+        state: dict[str, Any] = json.loads((home / "run.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return state
+
+
+def take_snapshot(settings: Settings, home: Path, flink_rest_url: str | None, limit: int = 50) -> Snapshot:
+    health = [probe_kafka(settings), probe_database(settings)]
+    stages = run_state(home).get("stages", {})
+    if stages.get("ingestor", {}).get("metrics_url"):
+        health.append(probe_http("ingestor", stages["ingestor"]["metrics_url"] + "/healthz"))
+    if flink_rest_url:
+        health.append(probe_flink(flink_rest_url))
+    try:
+        symbols = read_symbols(settings, limit)
+    except psycopg.Error:
+        symbols = []
+    try:
+        dlq: int | None = dlq_records(settings)
+    except KafkaException:
+        dlq = None
+    return Snapshot(symbols, health, dlq, time.time())

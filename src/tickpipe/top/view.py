@@ -1,0 +1,51 @@
+"""Render a Snapshot with rich: a price table per symbol and a health line per stage."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from tickpipe.top.snapshot import Snapshot
+
+CROSS_MARKS = {"golden": Text("▲ golden", style="bold green"), "death": Text("▼ death", style="bold red")}
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "—"  # the MA's window is not full yet
+    return f"{value:,.8g}"
+
+
+def render(snapshot: Snapshot) -> RenderableType:
+    prices = Table(title="tickpipe — prices", expand=True)
+    for column in ("symbol", "last", "MA(5)", "MA(20)", "cross", "ticks/s", "age"):
+        prices.add_column(column, justify="left" if column in {"symbol", "cross"} else "right")
+    for row in snapshot.symbols:
+        trend = ""
+        if row.ma_short is not None and row.ma_long is not None:
+            trend = "MA5 > MA20" if row.ma_short > row.ma_long else "MA5 < MA20"
+        prices.add_row(
+            row.symbol,
+            _number(row.price),
+            _number(row.ma_short),
+            _number(row.ma_long),
+            CROSS_MARKS.get(row.cross, Text(trend, style="dim")),
+            f"{row.ticks_per_second:.1f}",
+            Text(f"{row.age_seconds:.1f} s", style="red" if row.age_seconds > 10 else ""),
+        )
+    if not snapshot.symbols:
+        prices.add_row("(no rows yet)", "", "", "", "", "", "")
+
+    health = Table(title="pipeline health", expand=True, show_header=False)
+    health.add_column("stage")
+    health.add_column("state")
+    health.add_column("detail")
+    for item in snapshot.health:
+        health.add_row(item.name, Text("up", style="green") if item.ok else Text("DOWN", style="bold red"), item.detail)
+    dlq = "unknown" if snapshot.dlq_records is None else str(snapshot.dlq_records)
+    health.add_row("dead letters", Text("", style="dim"), f"{dlq} record(s) in the DLQ topic")
+    footer = Text(f"updated {time.strftime('%H:%M:%S', time.localtime(snapshot.taken_at))} · Ctrl-C to stop", "dim")
+    return Group(prices, health, footer)
