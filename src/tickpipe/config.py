@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.AUTO
     log_level: str = "INFO"
 
+    # The MA job (services/ma-job). Low-latency sink defaults: a row waits at most 200 ms in the JDBC buffer
+    # (Flink's default is 1 s), and batches of up to 1000 rows keep throughput high under load.
+    kafka_group_id: str = "tickpipe-ma-job"
+    flink_rest_url: str = "http://localhost:8081"
+    job_parallelism: int = Field(default=1, ge=1, le=256)
+    checkpoint_interval_seconds: float = Field(default=10.0, gt=0)
+    sink_flush_max_rows: int = Field(default=1000, ge=1)
+    sink_flush_interval_ms: int = Field(default=200, ge=0)
+
     jars_dir: Path = Path(".deps/jars")
     migrations_dir: Path = Path("storage/migrations")
 

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import subprocess
@@ -322,6 +323,13 @@ def flink_home() -> Path:
     return Path(pyflink.__file__).parent
 
 
+def _java17_module_flags() -> str:
+    """The --add-opens/--add-exports flags the Flink distribution's own config.yaml sets for Java 17."""
+    text = (flink_home() / "conf" / "config.yaml").read_text()
+    found = re.search(r"^\s+all: (--add-.*)$", text, re.MULTILINE)
+    return found.group(1) if found else ""
+
+
 class FlinkCluster(Component):
     """A Flink session cluster (one JobManager, one TaskManager) from the PyFlink distribution."""
 
@@ -338,8 +346,18 @@ class FlinkCluster(Component):
     def rest_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['rest']}"
 
+    @property
+    def lib_dir(self) -> Path:
+        return self.home / "lib"
+
     def prepare(self) -> None:
         self.conf_dir.mkdir(parents=True, exist_ok=True)
+        # The distribution's lib/ plus flink-python from opt/ (as the official PyFlink images do): the cluster
+        # runs Python operators, so it needs their runtime classes.
+        shutil.rmtree(self.lib_dir, ignore_errors=True)
+        self.lib_dir.mkdir()
+        for jar in [*(flink_home() / "lib").glob("*.jar"), *(flink_home() / "opt").glob("flink-python-*.jar")]:
+            (self.lib_dir / jar.name).symlink_to(jar)
         for name in ("log4j-console.properties", "log4j.properties", "logback-console.xml"):
             source = flink_home() / "conf" / name
             if source.exists():
@@ -369,7 +387,9 @@ class FlinkCluster(Component):
             "metrics.reporter.prom.port": f"{self.ports['metrics']}-{self.ports['metrics'] + 1}",
             # Python UDF workers run in the same virtualenv as the CLI that started the stack.
             "python.executable": sys.executable,
-            "env.java.opts.all": "-XX:+UseG1GC",
+            # UTC everywhere: the JDBC driver binds TIMESTAMP values in the JVM zone, and event times are UTC.
+            # Plus the distribution's Java 17 module flags, which this key would otherwise replace.
+            "env.java.opts.all": f"{_java17_module_flags()} -XX:+UseG1GC -Duser.timezone=UTC".strip(),
         }
         (self.conf_dir / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in config.items()))
 
@@ -378,6 +398,7 @@ class FlinkCluster(Component):
         env.update(
             FLINK_HOME=str(flink_home()),
             FLINK_CONF_DIR=str(self.conf_dir),
+            FLINK_LIB_DIR=str(self.lib_dir),
             FLINK_LOG_DIR=str(self.home / "log"),
             FLINK_PID_DIR=str(self.home),
         )

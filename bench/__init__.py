@@ -1,0 +1,1 @@
+"""Benchmarks of the whole pipeline and the baselines that bound it (`make bench`, `make bench-full`)."""

@@ -1,0 +1,53 @@
+"""A private local stack for one benchmark run (free ports, its own state folder, stopped afterwards)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+from tickpipe.config import Settings, load_settings
+from tickpipe.kafka import ensure_topics
+from tickpipe.migrator.migrate import migrate
+from tickpipe.stack.manager import LocalStack
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def bench_stack(components: tuple[str, ...] = ("kafka", "postgres", "flink")) -> Iterator[tuple[LocalStack, Path]]:
+    home = Path(tempfile.mkdtemp(prefix="tickpipe-bench-"))
+    home.chmod(0o755)  # PostgreSQL's unprivileged user must be able to enter it
+    os.environ["TICKPIPE_HOME"] = str(home)
+    stack = LocalStack(home, REPO / ".deps" / "jars")
+    try:
+        os.environ.update(stack.up(components, timeout=180))
+        yield stack, home
+    finally:
+        stack.down()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def fresh_settings(**overrides: object) -> Settings:
+    """Settings pointing at a new, migrated database and new topics on the running bench stack."""
+    base = load_settings(jars_dir=REPO / ".deps" / "jars", migrations_dir=REPO / "storage" / "migrations")
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base.conninfo("owner"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    settings = load_settings(
+        jars_dir=base.jars_dir,
+        migrations_dir=base.migrations_dir,
+        database_url=base.database_url.rsplit("/", 1)[0] + f"/{name}",
+        kafka_topic=f"bench-ticks-{name}",
+        kafka_dlq_topic=f"bench-ticks-{name}.dlq",
+        **overrides,
+    )
+    migrate(settings)
+    ensure_topics(settings)
+    return settings

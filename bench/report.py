@@ -1,0 +1,101 @@
+"""BENCHMARKS.md and the latency-vs-rate plot from one benchmark run."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from bench.baselines import Baseline
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One offered rate of the end-to-end ramp."""
+
+    offered_rate: float
+    delivered_rate: float  # rows/s that reached price_ticks during the step
+    lag_growth: float  # rows/s by which the backlog (sent - written) grew; ~0 when the pipeline keeps up
+    latency_ms: dict[str, float]  # p50, p95, p99, max: exchange event time → row readable
+    cpu_percent: dict[str, float] = field(default_factory=dict)  # per stage, 100 = one core
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def sustained(self) -> bool:
+        return self.delivered_rate >= 0.95 * self.offered_rate and self.lag_growth < 0.05 * self.offered_rate
+
+
+def machine() -> str:
+    memory = psutil.virtual_memory().total / 2**30
+    return f"{platform.machine()}, {psutil.cpu_count()} cores, {memory:.0f} GiB, {platform.platform(terse=True)}"
+
+
+def commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return result.stdout.strip() or "unknown"
+
+
+def markdown(command: str, baselines: list[Baseline], steps: list[StepResult], notes: list[str]) -> str:
+    lines = [
+        f"## Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        f"- command: `{command}`",
+        f"- commit: `{commit()}`",
+        f"- machine: {machine()}",
+        "",
+    ]
+    if baselines:
+        lines += ["### Baselines (same run)", "", "| baseline | rows | rows/s |", "|---|---:|---:|"]
+        lines += [f"| {b.name} | {b.rows:,} | {b.rate:,.0f} |" for b in baselines]
+        lines.append("")
+    if steps:
+        best = max((s.delivered_rate for s in steps if s.sustained), default=0.0)
+        lines += [
+            "### End to end (simulator → ingestor → Kafka → ma-job → PostgreSQL)",
+            "",
+            "| offered ticks/s | delivered rows/s | backlog growth/s | p50 ms | p95 ms | p99 ms | max ms | sustained |"
+            " CPU % (stage) | peak RSS MB (stage) |",
+            "|---:|---:|---:|---:|---:|---:|---:|:---:|---|---|",
+        ]
+        for s in steps:
+            cpu = ", ".join(f"{k} {v:.0f}" for k, v in s.cpu_percent.items())
+            rss = ", ".join(f"{k} {v:.0f}" for k, v in s.peak_rss_mb.items())
+            lat = s.latency_ms
+            lines.append(
+                f"| {s.offered_rate:,.0f} | {s.delivered_rate:,.0f} | {s.lag_growth:,.0f} | {lat['p50']:.0f} |"
+                f" {lat['p95']:.0f} | {lat['p99']:.0f} | {lat['max']:.0f} | {'yes' if s.sustained else 'no'} |"
+                f" {cpu} | {rss} |"
+            )
+        lines += ["", f"Highest sustained end-to-end rate: **{best:,.0f} ticks/s**."]
+        if baselines:
+            lines += [f"- as a share of {b.name}: {best / b.rate:.0%}" for b in baselines]
+        lines.append("")
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot_latency(steps: list[StepResult], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 5), constrained_layout=True)
+    rates = [s.offered_rate for s in steps]
+    for key, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-"), ("max", "x--")):
+        axis.plot(rates, [s.latency_ms[key] for s in steps], style, label=key)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("offered rate (ticks/s, log)")
+    axis.set_ylabel("end-to-end latency (ms, log)")
+    axis.set_title("tickpipe: event time → row readable in PostgreSQL")
+    axis.axhline(500, color="red", linewidth=0.8, linestyle=":", label="500 ms target")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out

@@ -1,0 +1,50 @@
+{{/* Names and labels (recommended app.kubernetes.io/* labels on every object). */}}
+
+{{- define "ingestor.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* <release>-ingestor, or the release name when it already contains the chart name. */}}
+{{- define "ingestor.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains .Chart.Name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "ingestor.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ingestor.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ingestor.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "ingestor.labels" -}}
+helm.sh/chart: {{ include "ingestor.chart" . }}
+{{ include "ingestor.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: ingestor
+app.kubernetes.io/part-of: tickpipe
+{{- end }}
+
+{{- define "ingestor.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ingestor.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "ingestor.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "ingestor.metricsPort" -}}
+{{- .Values.env.METRICS_PORT | int }}
+{{- end }}

@@ -1,0 +1,53 @@
+{{/* Names and labels: the recommended app.kubernetes.io/* labels on every object. */}}
+
+{{- define "migrator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* <release>-<chart>, or the release name when it already contains the chart name. */}}
+{{- define "migrator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains .Chart.Name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "migrator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "migrator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "migrator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "migrator.labels" -}}
+helm.sh/chart: {{ include "migrator.chart" . }}
+{{ include "migrator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: migrator
+app.kubernetes.io/part-of: tickpipe
+{{- end }}
+
+{{- define "migrator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The container's environment: plain values, then the passwords from the Secret. */}}
+{{- define "migrator.env" -}}
+{{- range $name, $value := .Values.env }}
+- name: {{ $name }}
+  value: {{ tpl (toString $value) $ | quote }}
+{{- end }}
+{{- range list "DATABASE_PASSWORD" "DATABASE_WRITER_PASSWORD" "DATABASE_READER_PASSWORD" }}
+- name: {{ . }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ tpl $.Values.database.existingSecret $ }}
+      key: {{ . }}
+{{- end }}
+{{- end }}

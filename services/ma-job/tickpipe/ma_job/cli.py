@@ -1,0 +1,178 @@
+"""`tickpipe ma-job`: submit the MA job to a Flink session cluster, watch it, stop it with a savepoint.
+
+Attached (the default, what `make run` uses): the command lives as long as the job; SIGINT/SIGTERM stops the job
+with a savepoint, and `--resume-if-possible` on the next start continues from it, or from the newest retained
+checkpoint if the launcher itself was killed. In a cluster the Flink Kubernetes Operator does all of this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit
+
+from tickpipe.cli import CommandError
+from tickpipe.config import Settings, state_dir
+from tickpipe.logs import get_logger
+from tickpipe.ma_job.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError
+from tickpipe.ma_job.tables import job_name
+
+log = get_logger("tickpipe.ma_job")
+POLL_SECONDS = 2.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", metavar="PATH", help="start from this savepoint or retained checkpoint")
+    start.add_argument(
+        "--resume-if-possible",
+        action="store_true",
+        help="start from the last savepoint/checkpoint of this consumer group, if there is one",
+    )
+    parser.add_argument("--detached", action="store_true", help="submit, print the job id and return")
+    parser.add_argument("--stop", action="store_true", help="stop the running job with a savepoint and exit")
+    parser.add_argument(
+        "--discard-sink", action="store_true", help="benchmarks: compute everything, write nothing to the database"
+    )
+
+
+class ResumePoint:
+    """Where the job of one consumer group can continue from: `$TICKPIPE_HOME/ma-job/<group>.json`."""
+
+    def __init__(self, group_id: str) -> None:
+        self.path = state_dir() / "ma-job" / f"{group_id}.json"
+
+    def load(self) -> str | None:
+        """The recorded savepoint/checkpoint, or the newest checkpoint of the same job if Flink has since
+        replaced it (it retains only the latest); None when there is nothing to resume from."""
+        try:
+            location = json.loads(self.path.read_text()).get("location")
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if not location:
+            return None
+        recorded = Path(urlsplit(location).path)
+        if (recorded / "_metadata").exists():
+            return str(location)
+        newer = [chk for chk in recorded.parent.glob("chk-*") if (chk / "_metadata").exists()]
+        return str(max(newer, key=lambda chk: int(chk.name.removeprefix("chk-")))) if newer else None
+
+    def save(self, location: str, job_id: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"location": location, "job_id": job_id}))
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    rest = FlinkRest(settings.flink_rest_url)
+    name = job_name(settings)
+    resume_point = ResumePoint(settings.kafka_group_id)
+    try:
+        running = rest.running(name)
+        if args.stop:
+            for job in running:
+                location = rest.stop_with_savepoint(job.job_id, None)
+                resume_point.save(location, job.job_id)
+                print(f"stopped job {job.job_id}; savepoint {location}")
+            return 0
+        if running and args.resume_if_possible:
+            # A launcher that was killed left its job running: take it over through a savepoint.
+            location = rest.stop_with_savepoint(running[0].job_id, None)
+            resume_point.save(location, running[0].job_id)
+            log.info("job_taken_over", job_id=running[0].job_id, savepoint=location)
+        elif running:
+            raise CommandError(
+                f"job {name} is already running as {running[0].job_id}; stop it first: tickpipe ma-job --stop"
+            )
+        resume = args.resume or (resume_point.load() if args.resume_if_possible else None)
+        job_id = submit(settings, resume=resume, discard_sink=args.discard_sink)
+    except FlinkRestError as error:
+        raise CommandError(str(error)) from None
+    log.info("job_submitted", job=name, job_id=job_id, resumed_from=resume, rest=settings.flink_rest_url)
+    print(f"SUBMITTED {job_id}", flush=True)
+    if args.detached:
+        return 0
+    return watch(rest, job_id, resume_point)
+
+
+def submit(settings: Settings, *, resume: str | None = None, discard_sink: bool = False) -> str:
+    """Submit the job to the session cluster at FLINK_REST_URL with Flink's own client; return the job id.
+
+    `flink run -pym` runs `tickpipe.ma_job.job` in a Python client that builds the job graph and uploads it
+    with the connector jars: the same entry point the Flink Kubernetes Operator runs in a cluster.
+    """
+    from tickpipe.stack.components import flink_home, java  # the Flink distribution inside PyFlink
+
+    rest = urlsplit(settings.flink_rest_url)
+    command = [
+        "bash",
+        str(flink_home() / "bin" / "flink"),
+        "run",
+        "--detached",
+        "--jobmanager",
+        f"{rest.hostname or 'localhost'}:{rest.port or 8081}",
+        "--pyClientExecutable",
+        sys.executable,
+        *(["--fromSavepoint", resume] if resume else []),
+        "--pyModule",
+        "tickpipe.ma_job.job",
+        *(["--discard-sink"] if discard_sink else []),
+    ]
+    env = {**os.environ, "FLINK_HOME": str(flink_home())}
+    env.setdefault("JAVA_HOME", str(Path(java()).resolve().parent.parent))
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    found = re.search(r"JobID ([0-9a-f]{32})", result.stdout)
+    if result.returncode != 0 or not found:
+        output = (result.stdout + result.stderr).strip().splitlines()
+        reasons = [line.strip() for line in output if "Exception:" in line or "Error:" in line]
+        raise CommandError(
+            f"submitting the job to Flink at {settings.flink_rest_url} failed (exit {result.returncode}): "
+            + (reasons[-1] if reasons else " | ".join(output[-5:]))
+        )
+    return found.group(1)
+
+
+def watch(rest: FlinkRest, job_id: str, resume_point: ResumePoint) -> int:
+    """Follow the job until it ends or we are told to stop (then stop it with a savepoint)."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
+    last_state, last_checkpoint = "", None
+    while not stop.wait(POLL_SECONDS):
+        try:
+            state = rest.state(job_id)
+            checkpoint = rest.latest_checkpoint(job_id)
+        except FlinkRestError as error:
+            log.warning("flink_unreachable", job_id=job_id, error=str(error))
+            continue
+        if state != last_state:
+            log.info("job_state", job_id=job_id, state=state)
+            last_state = state
+        if checkpoint and checkpoint != last_checkpoint:
+            resume_point.save(checkpoint, job_id)
+            last_checkpoint = checkpoint
+        if state in TERMINAL_STATES:
+            log.error("job_ended", job_id=job_id, state=state, hint="see the Flink logs under $TICKPIPE_HOME/flink/log")
+            return 1
+    log.info("job_stopping", job_id=job_id, how="stop-with-savepoint")
+    try:
+        location = rest.stop_with_savepoint(job_id, None)
+    except FlinkRestError as error:
+        # The job keeps its retained checkpoints: cancel it, the next start resumes from the newest of them.
+        log.warning("savepoint_failed", job_id=job_id, error=str(error))
+        rest.cancel(job_id)
+        return 1
+    resume_point.save(location, job_id)
+    log.info("job_stopped", job_id=job_id, savepoint=location)
+    return 0

@@ -1,0 +1,158 @@
+"""The MA job's dataflow: Kafka `price-ticks` → parse → key by symbol → MA(5)/MA(20) → JDBC upsert `price_ticks`.
+
+    kafka source ─ parse (tickpipe.schema) ─┬─ keyBy(symbol) ─ moving averages ─┬─ price_ticks (JDBC upsert)
+                                            └─ not a tick ─────────┐           └─ stale tick ─┐
+                                                                   └──────── dead letters (Kafka DLQ) ──┘
+
+Exactly-once where it matters: offsets and per-symbol windows are checkpointed together, and the sink writes
+idempotent upserts on (symbol, time) and flushes on every checkpoint, so a restart replays into the same rows.
+`main()` is the entry point Flink runs (`-pym tickpipe.ma_job.job`, the FlinkDeployment's PythonDriver);
+`tickpipe ma-job` calls `submit()` against a running session cluster.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from pyflink.common import Configuration, Row, Types
+from pyflink.datastream import (
+    KeyedProcessFunction,
+    OutputTag,
+    ProcessFunction,
+    RuntimeContext,
+    StreamExecutionEnvironment,
+)
+from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.table import StreamTableEnvironment
+from pyflink.table.table_result import TableResult
+
+from tickpipe.config import Settings, load_settings
+from tickpipe.ma_job.indicators import SymbolWindow, stale_reason
+from tickpipe.ma_job.tables import STAGE, discard_sink_ddl, dlq_ddl, job_name, sink_ddl, source_ddl
+from tickpipe.schema import InvalidTick, Tick, dead_letter, parse_tick
+
+DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
+TICK = Types.ROW_NAMED(
+    ["symbol", "event_time_ms", "price", "volume"], [Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.DOUBLE()]
+)
+ROW = Types.ROW_NAMED(
+    ["event_time_ms", "symbol", "price", "volume", "ma_short", "ma_long"],
+    [Types.LONG(), Types.STRING(), Types.DOUBLE(), Types.DOUBLE(), Types.DOUBLE(), Types.DOUBLE()],
+)
+
+
+class ParseTicks(ProcessFunction):  # type: ignore[misc]
+    """Wire JSON → tick row; anything else → dead-letter record with the reason (never dropped silently)."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.rejected = runtime_context.get_metrics_group().counter("ticks_rejected")
+
+    def process_element(self, value: str, ctx: ProcessFunction.Context) -> Any:
+        try:
+            tick = parse_tick(value)
+        except InvalidTick as error:
+            self.rejected.inc()
+            yield DEAD_LETTERS, dead_letter(value, str(error), STAGE).decode()
+            return
+        yield Row(tick.symbol, tick.event_time_ms, tick.price, tick.volume)
+
+
+class MovingAverages(KeyedProcessFunction):  # type: ignore[misc]
+    """Per symbol: append the tick to its window and emit the row with MA(5) and MA(20)."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.window = runtime_context.get_state(ValueStateDescriptor("window", Types.PICKLED_BYTE_ARRAY()))
+        self.stale = runtime_context.get_metrics_group().counter("ticks_stale")
+
+    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Any:
+        symbol, event_time_ms, price, volume = value
+        window = SymbolWindow.from_state(self.window.value())
+        if not window.accepts(event_time_ms):
+            self.stale.inc()
+            raw = Tick(symbol, event_time_ms, price, volume).to_json()
+            yield DEAD_LETTERS, dead_letter(raw, stale_reason(event_time_ms, window.last_event_time_ms), STAGE).decode()
+            return
+        averages = window.add(event_time_ms, price)
+        self.window.update(window.to_state())
+        yield Row(event_time_ms, symbol, price, volume, averages.ma_short, averages.ma_long)
+
+
+def connector_jars(jars_dir: Path) -> list[str]:
+    """The Kafka and JDBC connectors and the PostgreSQL driver fetched by `make setup` (none in a container
+    image, where they sit in Flink's lib/ already)."""
+    folder = jars_dir / "flink-connectors"
+    return sorted(path.resolve().as_uri() for path in folder.glob("*.jar")) if folder.is_dir() else []
+
+
+def job_configuration(settings: Settings, **extra: str) -> Configuration:
+    config = Configuration()
+    options = {
+        "pipeline.name": job_name(settings),
+        "parallelism.default": str(settings.job_parallelism),
+        "execution.checkpointing.interval": f"{int(settings.checkpoint_interval_seconds * 1000)} ms",
+        "execution.checkpointing.mode": "EXACTLY_ONCE",
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        # A broker or database outage makes the job restart, with growing pauses, for as long as it lasts.
+        "restart-strategy.type": "exponential-delay",
+        "restart-strategy.exponential-delay.initial-backoff": "1 s",
+        "restart-strategy.exponential-delay.max-backoff": "30 s",
+        "table.local-time-zone": "UTC",
+        # The TaskManagers' Python workers run the interpreter that built the job: the one with tickpipe in it.
+        "python.executable": sys.executable,
+        # Small bundles: a tick leaves the Python worker within 50 ms even when only a few symbols trade.
+        "python.fn-execution.bundle.time": "50",
+        "python.fn-execution.bundle.size": "1000",
+    }
+    jars = connector_jars(settings.jars_dir)
+    if jars:
+        options["pipeline.jars"] = ";".join(jars)
+    options.update(extra)
+    for key, value in options.items():
+        config.set_string(key, value)
+    return config
+
+
+def build(env: StreamExecutionEnvironment, settings: Settings, *, discard_sink: bool = False) -> Any:
+    """Add the job's operators to `env`; return the statement set that writes both sinks."""
+    t_env = StreamTableEnvironment.create(env)
+    t_env.execute_sql(source_ddl(settings))
+    # The SQL Kafka source rather than PyFlink's KafkaSource wrapper: that one expects the shaded uber-jar, which
+    # Maven Central does not carry for Flink 1.20.
+    raw = t_env.to_data_stream(t_env.from_path("ticks_raw")).map(lambda row: row[0], output_type=Types.STRING())
+    ticks = raw.process(ParseTicks(), output_type=TICK).name("parse ticks").uid("parse-ticks")
+    rows = (
+        ticks.key_by(lambda tick: tick[0], key_type=Types.STRING())
+        .process(MovingAverages(), output_type=ROW)
+        .name("moving averages")
+        .uid("moving-averages")
+    )
+    dead = ticks.get_side_output(DEAD_LETTERS).union(rows.get_side_output(DEAD_LETTERS))
+
+    t_env.execute_sql(discard_sink_ddl() if discard_sink else sink_ddl(settings))
+    t_env.execute_sql(dlq_ddl(settings))
+    t_env.create_temporary_view("moving_averages", t_env.from_data_stream(rows))
+    t_env.create_temporary_view("rejected", t_env.from_data_stream(dead))
+    statements = t_env.create_statement_set()
+    statements.add_insert_sql(
+        "INSERT INTO price_ticks SELECT CAST(TO_TIMESTAMP_LTZ(event_time_ms, 3) AS TIMESTAMP(3)), symbol, price, "
+        "volume, ma_short, ma_long FROM moving_averages"
+    )
+    statements.add_insert_sql("INSERT INTO dead_letters SELECT f0 FROM rejected")
+    return statements
+
+
+def execute(settings: Settings, *, discard_sink: bool = False, **config: str) -> TableResult:
+    env = StreamExecutionEnvironment.get_execution_environment(job_configuration(settings, **config))
+    return build(env, settings, discard_sink=discard_sink).execute()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point when Flink runs this module (`flink run -pym`, application mode): submit and return."""
+    args = sys.argv[1:] if argv is None else argv
+    execute(load_settings(), discard_sink="--discard-sink" in args)
+
+
+if __name__ == "__main__":
+    main()

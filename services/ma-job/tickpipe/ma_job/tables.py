@@ -1,0 +1,77 @@
+"""The job's Kafka and JDBC tables as Flink SQL DDL, from Settings: no address, password or jar is hard-coded."""
+
+from __future__ import annotations
+
+from tickpipe.config import Settings
+
+JOB_NAME = "tickpipe-ma-job"
+STAGE = "ma-job"
+PRICE_TICKS_COLUMNS = """
+  `time` TIMESTAMP(3),
+  `symbol` STRING,
+  `price` DOUBLE,
+  `volume` DOUBLE,
+  `ma_short` DOUBLE,
+  `ma_long` DOUBLE"""
+
+
+def job_name(settings: Settings) -> str:
+    """One running job per consumer group: the name tells them apart in a shared session cluster."""
+    default_group = Settings.model_fields["kafka_group_id"].default
+    return JOB_NAME if settings.kafka_group_id == default_group else f"{JOB_NAME}.{settings.kafka_group_id}"
+
+
+def _table(name: str, columns: str, options: dict[str, str]) -> str:
+    quoted = ",\n  ".join(f"'{key}' = '{value.replace(chr(39), chr(39) * 2)}'" for key, value in options.items())
+    return f"CREATE TABLE {name} ({columns}\n) WITH (\n  {quoted}\n)"
+
+
+def source_ddl(settings: Settings) -> str:
+    """Ticks as raw strings: parsing happens in the job with the shared tick schema, so that a bad record becomes
+    a dead letter with its reason, never a deserialisation failure that stops the job."""
+    options = {
+        "connector": "kafka",
+        "topic": settings.kafka_topic,
+        "properties.bootstrap.servers": settings.kafka_bootstrap_servers,
+        "properties.group.id": settings.kafka_group_id,
+        # A new group starts at the beginning of the topic; afterwards the offsets in the checkpoint win.
+        "scan.startup.mode": "group-offsets",
+        "properties.auto.offset.reset": "earliest",
+        "scan.topic-partition-discovery.interval": "60 s",
+        "format": "raw",
+        "raw.charset": "UTF-8",
+    }
+    return _table("ticks_raw", "\n  `raw` STRING", options)
+
+
+def dlq_ddl(settings: Settings) -> str:
+    options = {
+        "connector": "kafka",
+        "topic": settings.kafka_dlq_topic,
+        "properties.bootstrap.servers": settings.kafka_bootstrap_servers,
+        "format": "raw",
+        "sink.delivery-guarantee": "at-least-once",
+    }
+    return _table("dead_letters", "\n  `record` STRING", options)
+
+
+def sink_ddl(settings: Settings) -> str:
+    """Upsert into price_ticks on its unique key: a replay after a restart rewrites rows instead of doubling them."""
+    options = {
+        "connector": "jdbc",
+        "url": settings.database.jdbc_url(),
+        "table-name": "price_ticks",
+        "username": settings.database_writer_user,
+        "sink.buffer-flush.max-rows": str(settings.sink_flush_max_rows),
+        "sink.buffer-flush.interval": f"{settings.sink_flush_interval_ms}ms",
+        "sink.max-retries": "10",
+    }
+    password = settings.database_writer_password
+    if password:
+        options["password"] = password.get_secret_value()
+    return _table("price_ticks", PRICE_TICKS_COLUMNS + ",\n  PRIMARY KEY (`symbol`, `time`) NOT ENFORCED", options)
+
+
+def discard_sink_ddl() -> str:
+    """A sink that drops everything: the benchmark's baseline for the job without the database."""
+    return _table("price_ticks", PRICE_TICKS_COLUMNS, {"connector": "blackhole"})

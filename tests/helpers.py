@@ -1,0 +1,107 @@
+"""Helpers shared by the integration and end-to-end tests: produce, read back, wait on a condition."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import pandas as pd
+import psycopg
+from confluent_kafka import Consumer, Producer
+
+from tickpipe.config import Settings
+from tickpipe.kafka import producer_config
+from tickpipe.schema import Tick
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll `condition` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: T = condition()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last value: {last!r})")
+        time.sleep(interval)
+        last = condition()
+    return last
+
+
+def produce(settings: Settings, records: Iterable[tuple[str, bytes]]) -> None:
+    producer = Producer(producer_config(settings))
+    for key, value in records:
+        producer.produce(settings.kafka_topic, key=key.encode(), value=value)
+        producer.poll(0)
+    assert producer.flush(30) == 0, "producer did not deliver everything within 30 s"
+
+
+def random_walk(symbols: Iterable[str], count: int, start_ms: int = 1_700_000_000_000, seed: int = 7) -> list[Tick]:
+    """Ticks in round-robin order, one second apart per symbol, geometric random-walk prices."""
+    import random
+
+    rng = random.Random(seed)
+    prices = {symbol: rng.uniform(1, 1000) for symbol in symbols}
+    ticks = []
+    for i in range(count):
+        for symbol in list(prices):
+            prices[symbol] *= 1 + rng.gauss(0, 0.01)
+            ticks.append(Tick(symbol, start_ms + i * 1000, prices[symbol], rng.uniform(0, 100)))
+    return ticks
+
+
+def expected_rows(ticks: Iterable[Tick]) -> pd.DataFrame:
+    """What price_ticks must hold: the reference is pandas' rolling mean per symbol."""
+    frame = pd.DataFrame(
+        [(t.symbol, t.event_time_ms, t.price, t.volume) for t in ticks], columns=["symbol", "ms", "price", "volume"]
+    ).sort_values(["symbol", "ms"])
+    grouped = frame.groupby("symbol")["price"]
+    frame["ma_short"] = grouped.transform(lambda s: s.rolling(5).mean())
+    frame["ma_long"] = grouped.transform(lambda s: s.rolling(20).mean())
+    return frame.reset_index(drop=True)
+
+
+def table_rows(settings: Settings) -> pd.DataFrame:
+    with psycopg.connect(settings.conninfo("owner")) as conn:
+        rows = conn.execute(
+            "SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, price, volume, ma_short, ma_long "
+            "FROM price_ticks ORDER BY symbol, time"
+        ).fetchall()
+    return pd.DataFrame(rows, columns=["symbol", "ms", "price", "volume", "ma_short", "ma_long"])
+
+
+def row_count(settings: Settings) -> int:
+    with psycopg.connect(settings.conninfo("owner")) as conn:
+        row = conn.execute("SELECT count(*) FROM price_ticks").fetchone()
+    return int(row[0]) if row else 0
+
+
+def assert_same_rows(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert len(actual) == len(expected), f"{len(actual)} rows in price_ticks, expected {len(expected)}"
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False, rtol=1e-9, atol=0)
+
+
+def consume(settings: Settings, topic: str, count: int, timeout: float = 60.0) -> list[Any]:
+    """Read `count` JSON records from the start of `topic` (fails at the deadline with what it got)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"test-reader-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                records.append(json.loads(message.value()))
+    finally:
+        consumer.close()
+    assert len(records) >= count, f"{len(records)} records in {topic} within {timeout:.0f} s, expected {count}"
+    return records

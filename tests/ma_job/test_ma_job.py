@@ -1,0 +1,156 @@
+"""The MA job on a real Flink session cluster, reading a real Kafka topic, writing a real PostgreSQL table."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.conftest import TestStack
+from tests.helpers import (
+    assert_same_rows,
+    consume,
+    expected_rows,
+    produce,
+    random_walk,
+    row_count,
+    table_rows,
+    wait_for,
+)
+from tickpipe.config import Settings
+from tickpipe.kafka import ensure_topics
+from tickpipe.ma_job.cli import ResumePoint
+from tickpipe.ma_job.flink_rest import FlinkRest
+from tickpipe.ma_job.tables import job_name
+from tickpipe.migrator.migrate import migrate
+from tickpipe.schema import Tick
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class JobUnderTest:
+    settings: Settings
+    env: dict[str, str]
+    rest: FlinkRest
+
+    def command(self, *args: str, **popen: object) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tickpipe.cli", "ma-job", *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            **popen,  # type: ignore[call-overload]
+        )
+
+    def submit_detached(self, *args: str) -> str:
+        process = self.command("--detached", *args)
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output
+        return output.split("SUBMITTED ")[1].split()[0]
+
+    def cancel_all(self) -> None:
+        for job in self.rest.running(job_name(self.settings)):
+            self.rest.cancel(job.job_id)
+
+
+@pytest.fixture
+def job(flink: TestStack, fresh_database: Settings, unique_topics: dict[str, str]) -> Iterator[JobUnderTest]:
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    overrides = {**unique_topics, "kafka_group_id": group, "checkpoint_interval_seconds": 1.0}
+    settings = flink.settings(database_url=fresh_database.database_url, **overrides)
+    ensure_topics(settings)
+    migrate(settings)
+    env = flink.env(
+        DATABASE_URL=settings.database_url,
+        KAFKA_TOPIC=settings.kafka_topic,
+        KAFKA_DLQ_TOPIC=settings.kafka_dlq_topic,
+        KAFKA_GROUP_ID=group,
+        CHECKPOINT_INTERVAL_SECONDS="1",
+    )
+    under_test = JobUnderTest(settings, env, FlinkRest(settings.flink_rest_url))
+    try:
+        yield under_test
+    finally:
+        under_test.cancel_all()
+
+
+def keyed(ticks: list[Tick]) -> list[tuple[str, bytes]]:
+    return [(t.symbol, t.to_json()) for t in ticks]
+
+
+def test_moving_averages_match_pandas_and_bad_records_go_to_the_dead_letter_topic(job: JobUnderTest) -> None:
+    ticks = random_walk(["BTCUSDT", "ETHUSDT", "SOLUSDT"], 45)
+    ticks += [Tick("DOGEUSDT", 1_700_000_000_000 + i, p, 1.0) for i, p in enumerate([1e6] * 20 + [1e-8] * 5)]
+    bad = [
+        ("X", b"this is not json"),
+        ("X", b'{"symbol": "BTCUSDT", "timestamp": "2026-11-24T12:00:00.000Z"}'),
+        ("X", b'{"symbol":"BTCUSDT","timestamp":"2026-11-24T12:00:00.000Z","price":-1,"volume":1,"source":"t"}'),
+        # Re-sent ticks must not enter the windows twice: BTCUSDT's latest so far, and an older one.
+        ("BTCUSDT", ticks[57].to_json()),
+        ("BTCUSDT", ticks[0].to_json()),
+    ]
+    produce(job.settings, keyed(ticks[:60]) + bad + keyed(ticks[60:]))
+    job.submit_detached()
+
+    wait_for(lambda: row_count(job.settings) >= len(ticks), 120, f"{len(ticks)} rows in price_ticks")
+    assert_same_rows(table_rows(job.settings), expected_rows(ticks))
+
+    dead = consume(job.settings, job.settings.kafka_dlq_topic, 5)
+    assert sorted(record["reason"].split(":")[0] for record in dead) == [
+        "duplicate tick",
+        "missing fields",
+        "not JSON",
+        "out-of-order tick",
+        "price must be positive, got -1",
+    ]
+    assert {record["stage"] for record in dead} == {"ma-job"}
+    assert "this is not json" in {record["raw"] for record in dead}
+
+
+def test_a_killed_job_resumes_from_its_checkpoint_with_one_row_per_tick(job: JobUnderTest) -> None:
+    ticks = random_walk(["BTCUSDT", "ETHUSDT"], 60, seed=11)
+    first, second = ticks[:50], ticks[50:]
+    produce(job.settings, keyed(first))
+    launcher = job.command(start_new_session=True)
+    resume_point = ResumePoint(job.settings.kafka_group_id)
+    try:
+        wait_for(lambda: row_count(job.settings) >= len(first), 120, "the first half in price_ticks")
+        wait_for(resume_point.load, 60, "a completed checkpoint recorded by the launcher")
+    finally:
+        os.killpg(launcher.pid, signal.SIGKILL)  # the launcher dies without a savepoint...
+        launcher.wait(30)
+    job.cancel_all()  # ...and so does the job: only its retained checkpoint is left
+    produce(job.settings, keyed(second))
+
+    job.submit_detached("--resume-if-possible")
+    wait_for(lambda: row_count(job.settings) >= len(ticks), 120, f"{len(ticks)} rows after the restart")
+    # MA(20) right after the restart needs the restored per-symbol windows, not an empty state.
+    assert_same_rows(table_rows(job.settings), expected_rows(ticks))
+
+
+def test_stopping_the_launcher_takes_a_savepoint_and_the_next_start_continues(job: JobUnderTest) -> None:
+    ticks = random_walk(["BTCUSDT"], 40, seed=5)
+    produce(job.settings, keyed(ticks[:25]))
+    launcher = job.command()
+    wait_for(lambda: row_count(job.settings) >= 25, 120, "25 rows in price_ticks")
+    launcher.send_signal(signal.SIGTERM)
+    output, _ = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, output
+    assert "job_stopped" in output
+    saved = ResumePoint(job.settings.kafka_group_id).load()
+    assert saved is not None
+    assert "savepoint" in saved
+    assert not job.rest.running(job_name(job.settings))
+
+    produce(job.settings, keyed(ticks[25:]))
+    job.submit_detached("--resume-if-possible")
+    wait_for(lambda: row_count(job.settings) >= 40, 120, "40 rows after the restart")
+    assert_same_rows(table_rows(job.settings), expected_rows(ticks))
