@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     binance_ws_url: str = "wss://stream.binance.com:9443"
     symbols: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SYMBOLS
 
+    # The ingestor (services/ingestor). Binance closes every connection after 24 h: rotate 10 min before.
+    ingest_streams_per_connection: int = Field(default=200, ge=1, le=1024)
+    ingest_stale_after_seconds: float = Field(default=30.0, gt=0)
+    ingest_rotate_after_seconds: float = Field(default=86_400.0 - 600.0, gt=0)
+    ingest_gap_after_ms: int = Field(default=5000, ge=1)
+    ingest_max_attempts_per_5min: int = Field(default=250, ge=1, le=300)  # Binance bans at 300 per IP
+    ingest_queue_max_messages: int = Field(default=200_000, ge=1000)  # bounded memory while Kafka is down
+
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     log_format: LogFormat = LogFormat.AUTO
     log_level: str = "INFO"

@@ -1,0 +1,64 @@
+"""`tickpipe ingest`: exchange WebSocket → Kafka until SIGTERM/SIGINT, then flush and exit 0."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from types import FrameType
+
+from tickpipe.cli import CommandError
+from tickpipe.config import ConfigError, Settings, load_settings
+from tickpipe.ingestor.service import Ingestor
+from tickpipe.logs import get_logger
+from tickpipe.metrics import MetricsServer
+
+log = get_logger("tickpipe.ingestor")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--symbols", help="comma-separated symbols, e.g. btcusdt,ethusdt (default: SYMBOLS)")
+    parser.add_argument(
+        "--flush-timeout", type=float, default=30.0, help="seconds to deliver queued ticks on shutdown (default 30)"
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    symbols = settings.symbols
+    if args.symbols:
+        try:
+            symbols = load_settings(symbols=args.symbols).symbols
+        except ConfigError as error:
+            raise CommandError(str(error).replace("SYMBOLS", "--symbols")) from None
+    ingestor = Ingestor(settings, symbols)
+    server = MetricsServer(settings.metrics_port, live=ingestor.live, ready=ingestor.ready).start()
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
+    ingestor.start()
+    log.info(
+        "ingestor_started",
+        symbols=len(symbols),
+        connections=len(ingestor.feeds),
+        exchange=settings.binance_ws_url,
+        topic=settings.kafka_topic,
+        metrics_port=server.port,
+    )
+    stop.wait()
+    log.info("ingestor_stopping")
+    undelivered = ingestor.stop(args.flush_timeout)
+    server.stop()
+    if undelivered:
+        log.error(
+            "ingestor_stopped",
+            ticks_sent=ingestor.router.sent,
+            undelivered=undelivered,
+            hint="Kafka unreachable: these ticks were not delivered",
+        )
+        return 1
+    log.info("ingestor_stopped", ticks_sent=ingestor.router.sent, undelivered=0)
+    return 0

@@ -1,0 +1,116 @@
+"""One WebSocket connection to the exchange, read on its own thread. Pings are answered by websocket-client as
+they are read; closing from another thread (watchdog, rotation, shutdown) shuts the socket, ending the read."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import websocket
+
+OnText = Callable[["Connection", str], None]
+
+
+class Connection:
+    def __init__(self, url: str, on_text: OnText, name: str) -> None:
+        self.url, self.on_text, self.name = url, on_text, name
+        self.opened_at = 0.0
+        self.last_message_at = 0.0
+        self.messages = 0
+        self.shutdown_notice = False  # set when the exchange announced it will close us (serverShutdown)
+        self.error: str | None = None
+        self._ws: websocket.WebSocket | None = None
+        self._closing = False
+        self._reader = threading.Thread(target=self._read, name=f"ws-{name}", daemon=True)
+
+    def open(self, timeout: float) -> None:
+        """Connect (raises OSError / WebSocketException on failure) and start reading."""
+        self._ws = websocket.create_connection(
+            self.url, timeout=timeout, enable_multithread=True, skip_utf8_validation=True
+        )
+        self._ws.settimeout(None)
+        self.opened_at = self.last_message_at = time.monotonic()
+        self._reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._reader.is_alive()
+
+    @property
+    def age(self) -> float:
+        return time.monotonic() - self.opened_at
+
+    @property
+    def silence(self) -> float:
+        return time.monotonic() - self.last_message_at
+
+    def _read(self) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        try:
+            while not self._closing:
+                text = ws.recv()
+                if not text:
+                    continue
+                self.last_message_at = time.monotonic()
+                self.messages += 1
+                self.on_text(self, text if isinstance(text, str) else text.decode("utf-8", errors="replace"))
+        except (websocket.WebSocketException, OSError) as error:
+            if not self._closing:
+                self.error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if not self.error and not self._closing:
+            self.error = "closed by the exchange"
+
+    def close(self) -> None:
+        self._closing = True
+        ws = self._ws
+        if ws is not None and ws.sock is not None:
+            with contextlib.suppress(OSError):
+                ws.sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(websocket.WebSocketException, OSError):
+                ws.close(timeout=1)
+        if self._reader.is_alive() and self._reader is not threading.current_thread():
+            self._reader.join(5)
+
+
+class Backoff:
+    """Exponential with jitter (half fixed, half random), reset after a healthy connection."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0, rng: Callable[[], float] | None = None) -> None:
+        import random
+
+        self.base, self.cap, self.failures = base, cap, 0
+        self._random = rng or random.random
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.base * 2**self.failures)
+        self.failures += 1
+        return float(delay / 2 + self._random() * delay / 2)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class AttemptBudget:
+    """At most `limit` connection attempts per `window` s, across all connections (Binance bans at 300/5 min/IP)."""
+
+    def __init__(self, limit: int, window: float = 300.0) -> None:
+        self.limit, self.window = limit, window
+        self._attempts: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def wait_time(self) -> float:
+        """0 and an attempt is taken, or the seconds to wait before asking again."""
+        with self._lock:
+            now = time.monotonic()
+            while self._attempts and now - self._attempts[0] >= self.window:
+                self._attempts.popleft()
+            if len(self._attempts) < self.limit:
+                self._attempts.append(now)
+                return 0.0
+            return self.window - (now - self._attempts[0])

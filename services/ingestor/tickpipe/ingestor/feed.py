@@ -1,0 +1,139 @@
+"""A feed: one set of streams kept flowing over a sequence of connections.
+
+Unplanned ends (dropped, stale, refused) reconnect with backoff inside the attempt budget. Planned ends (the
+connection's age nears the exchange's 24 h cut, or a `serverShutdown` notice) rotate: the new connection opens
+first and the old one closes only once the new one delivers, so no update falls between them; the overlap's
+duplicates are dropped downstream by event time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from tickpipe.ingestor import metrics
+from tickpipe.ingestor.connection import AttemptBudget, Backoff, Connection, OnText
+from tickpipe.logs import get_logger
+
+log = get_logger("tickpipe.ingestor")
+CHECK_INTERVAL = 0.2
+
+
+@dataclass(frozen=True)
+class FeedPolicy:
+    stale_after: float = 30.0
+    rotate_after: float = 86_400.0 - 600.0
+    healthy_after: float = 60.0  # a connection that lived this long resets the backoff
+    connect_timeout: float = 10.0
+    switch_timeout: float = 30.0  # how long a rotation waits for the new connection's first message
+
+
+class Feed(threading.Thread):
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        on_text: OnText,
+        policy: FeedPolicy,
+        budget: AttemptBudget,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name=f"feed-{name}", daemon=True)
+        self.feed_name, self.url, self.on_text = name, url, on_text
+        self.policy, self.budget, self.stop_event = policy, budget, stop
+        self.current: Connection | None = None
+        self.backoff = Backoff()
+        self.connected_once = threading.Event()
+        self._generation = 0
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            connection = self._connect()
+            if connection is None:
+                self._pause(self.backoff.next_delay())
+                continue
+            self.current = connection
+            metrics.CONNECTIONS.inc()
+            reason = self._serve()
+            metrics.CONNECTIONS.dec()
+            if self.stop_event.is_set():
+                break
+            lived = self.current.age if self.current else 0.0
+            if lived >= self.policy.healthy_after:
+                self.backoff.reset()
+            metrics.RECONNECTS.labels(reason).inc()
+            delay = self.backoff.next_delay()
+            log.warning(
+                "connection_lost",
+                feed=self.feed_name,
+                reason=reason,
+                lived_s=round(lived, 1),
+                retry_in_s=round(delay, 2),
+            )
+            self._pause(delay)
+        if self.current:
+            self.current.close()
+
+    def _pause(self, seconds: float) -> None:
+        self.stop_event.wait(seconds)
+
+    def _connect(self) -> Connection | None:
+        while (wait := self.budget.wait_time()) > 0:
+            log.warning("connection_budget_exhausted", feed=self.feed_name, wait_s=round(wait, 1))
+            if self.stop_event.wait(min(wait, 5.0)):
+                return None
+        self._generation += 1
+        connection = Connection(self.url, self.on_text, f"{self.feed_name}.{self._generation}")
+        try:
+            connection.open(self.policy.connect_timeout)
+        except Exception as error:  # any failure to connect is retried the same way
+            log.warning(
+                "connect_failed",
+                feed=self.feed_name,
+                url=self.url.split("?")[0],
+                error=f"{type(error).__name__}: {error}",
+            )
+            return None
+        log.info("connected", feed=self.feed_name, connection=connection.name)
+        self.connected_once.set()
+        return connection
+
+    def _serve(self) -> str:
+        """Watch the current connection until it ends; return why (rotations happen inside)."""
+        while not self.stop_event.wait(CHECK_INTERVAL):
+            connection = self.current
+            if connection is None:
+                return "dropped"
+            if not connection.alive:
+                log.warning("connection_dropped", feed=self.feed_name, error=connection.error)
+                return "dropped"
+            if connection.silence > self.policy.stale_after:
+                log.warning("connection_stale", feed=self.feed_name, silent_s=round(connection.silence, 1))
+                connection.close()
+                return "stale"
+            if connection.shutdown_notice:
+                self._rotate(connection, "server_shutdown")
+            elif connection.age > self.policy.rotate_after:
+                self._rotate(connection, "age")
+        return "stopped"
+
+    def _rotate(self, old: Connection, trigger: str) -> None:
+        log.info("rotation_started", feed=self.feed_name, trigger=trigger, old=old.name)
+        new = self._connect()
+        if new is not None:
+            deadline = time.monotonic() + self.policy.switch_timeout
+            while new.messages == 0 and new.alive and time.monotonic() < deadline and not self.stop_event.is_set():
+                time.sleep(0.01)
+            if new.messages > 0:
+                old.close()
+                self.current = new
+                metrics.ROTATIONS.labels(trigger).inc()
+                log.info("rotation_done", feed=self.feed_name, trigger=trigger, new=new.name)
+                return
+            new.close()
+        # Keep the old connection (it may still have minutes to live); try again on the next check.
+        old.shutdown_notice = trigger == "server_shutdown"
+        log.warning("rotation_failed", feed=self.feed_name, trigger=trigger)
+        self._pause(self.backoff.next_delay())

@@ -1,0 +1,1 @@
+"""Tool `sim`: a Binance-compatible simulated exchange for offline runs, tests and benchmarks."""

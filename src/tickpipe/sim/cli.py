@@ -1,0 +1,66 @@
+"""`tickpipe sim`: run the simulated exchange until interrupted; prints `READY ws://host:port` when listening."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+
+from tickpipe.config import Settings
+from tickpipe.sim.server import SimExchange, SimOptions
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=9443, help="listen port; 0 picks a free one (default 9443)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--symbols", help="comma-separated symbols (default: SYMBOLS)")
+    parser.add_argument("--symbol-count", type=int, help="instead of --symbols: SYM0000USDT, SYM0001USDT, ...")
+    parser.add_argument("--seed", type=int, default=42, help="random-walk seed (same seed, same prices)")
+    parser.add_argument("--rate", type=float, default=1.0, help="updates per second per symbol (default 1)")
+    parser.add_argument("--ping-interval", type=float, default=20.0, help="seconds between server pings")
+    parser.add_argument("--ping-timeout", type=float, default=60.0, help="drop a client silent this long")
+    parser.add_argument("--connection-lifetime", type=float, help="close every connection after S seconds")
+    parser.add_argument("--shutdown-notice", type=float, help="send serverShutdown S seconds before that close")
+    parser.add_argument("--malformed-every", type=int, default=0, help="a malformed frame after every N events")
+    parser.add_argument("--max-ticks", type=int, help="stop publishing after N events")
+    parser.add_argument("--record", type=Path, help="append every event sent to a client to this JSON-lines file")
+
+
+def symbols_from(args: argparse.Namespace, settings: Settings) -> list[str]:
+    if args.symbol_count:
+        return [f"SYM{i:04d}USDT" for i in range(args.symbol_count)]
+    if args.symbols:
+        return [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+    return [s.upper() for s in settings.symbols]
+
+
+async def _serve(options: SimOptions) -> None:
+    exchange = SimExchange(options)
+    await exchange.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"READY {exchange.url}", flush=True)
+    await stop.wait()
+    await exchange.close()
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    options = SimOptions(
+        symbols=symbols_from(args, settings),
+        seed=args.seed,
+        rate=args.rate,
+        host=args.host,
+        port=args.port,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
+        connection_lifetime=args.connection_lifetime,
+        shutdown_notice=args.shutdown_notice,
+        malformed_every=args.malformed_every,
+        max_ticks=args.max_ticks,
+        record=args.record,
+    )
+    asyncio.run(_serve(options))
+    return 0

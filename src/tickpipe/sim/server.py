@@ -1,0 +1,279 @@
+"""The simulated exchange's WebSocket server: Binance's URLs, payloads and connection behaviour.
+
+    /ws/<stream>[/<stream>...]      raw events (one stream per path segment)
+    /stream?streams=<a>/<b>         combined: each event wrapped as {"stream": ..., "data": ...}
+    SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS on either, at most 5 incoming messages/s (else disconnect)
+
+The server pings every `ping_interval` s and drops a client that has not answered within `ping_timeout` s;
+it closes every connection after `connection_lifetime` s (Binance: 24 h), optionally announcing it with a
+`serverShutdown` event `shutdown_notice` s before. Tests drive drops, shutdown notices and silences directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from tickpipe.logs import get_logger
+from tickpipe.sim.market import Market, encode
+
+log = get_logger("tickpipe.sim")
+MAX_STREAMS = 1024
+MAX_INCOMING_PER_SECOND = 5
+MALFORMED = [
+    "this is not JSON",
+    '{"e":"24hrTicker","E":1,"s":"BTCUSDT","c":"not-a-number","v":"1.0"}',
+    '{"e":"24hrTicker","E":1,"s":"BTCUSDT","v":"1.0"}',
+    '{"e":"24hrTicker","E":1,"s":"BTCUSDT","c":"-5.0","v":"1.0"}',
+    '{"e":"somethingElse","E":1}',
+]
+
+
+@dataclass
+class SimOptions:
+    symbols: list[str]
+    seed: int = 42
+    rate: float = 1.0  # updates per second per symbol (Binance's @ticker: 1)
+    host: str = "127.0.0.1"
+    port: int = 0
+    ping_interval: float = 20.0
+    ping_timeout: float = 60.0
+    connection_lifetime: float | None = None  # seconds; Binance: 24 h
+    shutdown_notice: float | None = None  # seconds before the lifetime close; None: no serverShutdown event
+    malformed_every: int = 0  # send one malformed frame after every N events (0: never)
+    max_ticks: int | None = None  # stop publishing after this many events in total
+    record: Path | None = None  # JSON lines of every event sent to at least one client
+
+
+@dataclass(eq=False)
+class Client:
+    connection: ServerConnection
+    combined: bool
+    streams: set[str] = field(default_factory=set)
+    sent: int = 0
+    incoming: list[float] = field(default_factory=list)
+
+
+class SimExchange:
+    def __init__(self, options: SimOptions) -> None:
+        self.options = options
+        self.market = Market(options.symbols, seed=options.seed)
+        self.clients: set[Client] = set()
+        self.by_stream: dict[str, set[Client]] = defaultdict(set)
+        self.published = 0
+        self.silent_until = 0.0
+        self._server: Server | None = None
+        self._record: IO[str] | None = None
+        self._publisher: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the exchange is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.options.host}:{self.port}"
+
+    async def start(self) -> None:
+        if self.options.record:
+            self._record = self.options.record.open("a", buffering=1 << 16)
+        self._server = await serve(
+            self._handle,
+            self.options.host,
+            self.options.port,
+            ping_interval=self.options.ping_interval,
+            ping_timeout=self.options.ping_timeout,
+            max_queue=64,
+        )
+        self._publisher = asyncio.create_task(self._publish_loop())
+
+    async def close(self) -> None:
+        if self._publisher:
+            self._publisher.cancel()
+        if self._server:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._record:
+            self._record.close()
+
+    # -- connections --------------------------------------------------------------------------------------------
+    async def _handle(self, connection: ServerConnection) -> None:
+        request = connection.request
+        path = urlsplit(request.path if request else "/")
+        if path.path.startswith("/stream"):
+            client = Client(connection, combined=True)
+            requested = parse_qs(path.query).get("streams", [""])[0].split("/")
+        elif path.path.startswith("/ws"):
+            client = Client(connection, combined=False)
+            requested = path.path.removeprefix("/ws").strip("/").split("/")
+        else:
+            await connection.close(1008, "unknown path: use /ws/<stream> or /stream?streams=...")
+            return
+        streams = [s for s in requested if s]
+        if len(streams) > MAX_STREAMS:
+            await connection.close(1008, f"too many streams: {len(streams)} > {MAX_STREAMS}")
+            return
+        self._subscribe(client, streams)
+        self.clients.add(client)
+        lifetime = asyncio.create_task(self._lifetime(client)) if self.options.connection_lifetime else None
+        log.info("client_connected", streams=len(streams), combined=client.combined, clients=len(self.clients))
+        try:
+            async for message in connection:
+                await self._on_message(client, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            if lifetime:
+                lifetime.cancel()
+            self.clients.discard(client)
+            for stream in client.streams:
+                self.by_stream[stream].discard(client)
+            log.info("client_disconnected", sent=client.sent, clients=len(self.clients))
+
+    def _subscribe(self, client: Client, streams: list[str]) -> None:
+        for stream in streams:
+            client.streams.add(stream)
+            self.by_stream[stream].add(client)
+
+    async def _on_message(self, client: Client, message: str | bytes) -> None:
+        now = time.monotonic()
+        client.incoming = [t for t in client.incoming if now - t < 1.0] + [now]
+        if len(client.incoming) > MAX_INCOMING_PER_SECOND:
+            await client.connection.close(1008, "too many messages: at most 5 per second")
+            return
+        try:
+            request = json.loads(message)
+            method, params, request_id = request["method"], request.get("params", []), request["id"]
+        except (ValueError, KeyError, TypeError):
+            await client.connection.send(json.dumps({"error": {"code": 2, "msg": "Invalid request"}}))
+            return
+        if method == "SUBSCRIBE":
+            if len(client.streams | set(params)) > MAX_STREAMS:
+                await client.connection.send(
+                    json.dumps({"error": {"code": 2, "msg": "too many streams"}, "id": request_id})
+                )
+                return
+            self._subscribe(client, params)
+            result: Any = None
+        elif method == "UNSUBSCRIBE":
+            for stream in params:
+                client.streams.discard(stream)
+                self.by_stream[stream].discard(client)
+            result = None
+        elif method == "LIST_SUBSCRIPTIONS":
+            result = sorted(client.streams)
+        else:
+            await client.connection.send(
+                json.dumps({"error": {"code": 2, "msg": f"unknown method {method}"}, "id": request_id})
+            )
+            return
+        await client.connection.send(json.dumps({"result": result, "id": request_id}))
+
+    async def _lifetime(self, client: Client) -> None:
+        lifetime = self.options.connection_lifetime or 0.0
+        notice = self.options.shutdown_notice
+        if notice is not None and notice < lifetime:
+            await asyncio.sleep(lifetime - notice)
+            await self._send_shutdown(client)
+            await asyncio.sleep(notice)
+        else:
+            await asyncio.sleep(lifetime)
+        await client.connection.close(1000, "connection lifetime reached")
+
+    async def _send_shutdown(self, client: Client) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await client.connection.send(encode({"e": "serverShutdown", "E": time.time_ns() // 1_000_000}))
+
+    # -- publishing ---------------------------------------------------------------------------------------------
+    async def _publish_loop(self) -> None:
+        period = 1.0 / self.options.rate
+        next_round = time.monotonic()
+        symbols = list(self.market.states)
+        while self.options.max_ticks is None or self.published < self.options.max_ticks:
+            if time.monotonic() >= self.silent_until:
+                for symbol in symbols:
+                    await self._publish(symbol)
+                    if self.options.max_ticks is not None and self.published >= self.options.max_ticks:
+                        break
+            if self._record:
+                self._record.flush()
+            next_round += period
+            delay = next_round - time.monotonic()
+            if delay < -1.0:  # fell behind (more symbols x rate than one core can send): don't burst to catch up
+                next_round = time.monotonic()
+            await asyncio.sleep(max(0.0, delay))
+
+    async def _publish(self, symbol: str) -> None:
+        stream = f"{symbol.lower()}@ticker"
+        clients = list(self.by_stream.get(stream, ()))
+        if not clients:
+            return  # like the exchange: an update nobody subscribed to is not recorded as sent
+        event = self.market.tick(symbol)
+        raw, combined = encode(event), None
+        delivered = False
+        for client in clients:
+            if client.combined:
+                combined = combined or f'{{"stream":"{stream}","data":{raw}}}'
+            try:
+                await client.connection.send(combined if client.combined else raw)  # type: ignore[arg-type]
+            except ConnectionClosed:
+                continue
+            delivered = True
+            client.sent += 1
+            every = self.options.malformed_every
+            if every and client.sent % every == 0:
+                with contextlib.suppress(ConnectionClosed):
+                    await client.connection.send(MALFORMED[(client.sent // every) % len(MALFORMED)])
+        if delivered:
+            self.published += 1
+            if self._record:
+                self._record.write(f'{{"s":"{symbol}","E":{event["E"]},"c":"{event["c"]}","v":"{event["v"]}"}}\n')
+
+    # -- test controls ------------------------------------------------------------------------------------------
+    async def drop_connections(self) -> None:
+        """Close every connection abruptly (no close frame): as a network failure looks to the client."""
+        for client in list(self.clients):
+            client.connection.transport.abort()
+
+    async def announce_shutdown(self) -> None:
+        for client in list(self.clients):
+            await self._send_shutdown(client)
+
+    async def go_silent(self, seconds: float) -> None:
+        """Keep connections open but publish nothing (a stale connection)."""
+        self.silent_until = time.monotonic() + seconds
+
+
+class SimThread:
+    """The exchange on its own event loop in a background thread: for tests and benchmarks in one process."""
+
+    def __init__(self, options: SimOptions) -> None:
+        self.exchange = SimExchange(options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="sim-exchange", daemon=True)
+
+    def __enter__(self) -> SimExchange:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.exchange.start(), self._loop).result(10)
+        return self.exchange
+
+    def call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.exchange.close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
