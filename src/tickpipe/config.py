@@ -33,6 +33,11 @@ class LogFormat(StrEnum):
     CONSOLE = "console"
 
 
+class MaEngine(StrEnum):
+    SQL = "sql"  # the window maths in the JVM (Flink SQL OVER windows): the fast one, the default
+    KEYED = "keyed"  # a Python KeyedProcessFunction: the seed's design, kept as the readable reference
+
+
 def state_dir() -> Path:
     """The one git-ignored folder for local state: data dirs, logs, checkpoints, pid files."""
     return Path(os.environ.get("TICKPIPE_HOME", ".tickpipe")).resolve()
@@ -77,6 +82,7 @@ class Settings(BaseSettings):
 
     # The MA job (services/ma-job). Low-latency sink defaults: a row waits at most 200 ms in the JDBC buffer
     # (Flink's default is 1 s), and batches of up to 1000 rows keep throughput high under load.
+    ma_engine: MaEngine = MaEngine.SQL
     kafka_group_id: str = "tickpipe-ma-job"
     flink_rest_url: str = "http://localhost:8081"
     job_parallelism: int = Field(default=1, ge=1, le=256)

@@ -20,7 +20,7 @@ from types import FrameType
 from urllib.parse import urlsplit
 
 from tickpipe.cli import CommandError
-from tickpipe.config import Settings, state_dir
+from tickpipe.config import MaEngine, Settings, state_dir
 from tickpipe.logs import get_logger
 from tickpipe.ma_job.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError
 from tickpipe.ma_job.tables import job_name
@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start from the last savepoint/checkpoint of this consumer group, if there is one",
     )
+    parser.add_argument(
+        "--engine",
+        choices=[engine.value for engine in MaEngine],
+        help="sql (the fast one, JVM windows) or keyed (Python KeyedProcessFunction); default: MA_ENGINE or sql",
+    )
     parser.add_argument("--detached", action="store_true", help="submit, print the job id and return")
     parser.add_argument("--stop", action="store_true", help="stop the running job with a savepoint and exit")
     parser.add_argument(
@@ -49,6 +54,12 @@ class ResumePoint:
 
     def __init__(self, group_id: str) -> None:
         self.path = state_dir() / "ma-job" / f"{group_id}.json"
+
+    def engine(self) -> str | None:
+        try:
+            return str(json.loads(self.path.read_text()).get("engine")) or None
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
 
     def load(self) -> str | None:
         """The recorded savepoint/checkpoint, or the newest checkpoint of the same job if Flink has since
@@ -65,12 +76,15 @@ class ResumePoint:
         newer = [chk for chk in recorded.parent.glob("chk-*") if (chk / "_metadata").exists()]
         return str(max(newer, key=lambda chk: int(chk.name.removeprefix("chk-")))) if newer else None
 
-    def save(self, location: str, job_id: str) -> None:
+    def save(self, location: str, job_id: str, engine: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps({"location": location, "job_id": job_id}))
+        self.path.write_text(json.dumps({"location": location, "job_id": job_id, "engine": engine}))
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.engine:
+        settings = settings.model_copy(update={"ma_engine": MaEngine(args.engine)})
+    engine = settings.ma_engine.value
     rest = FlinkRest(settings.flink_rest_url)
     name = job_name(settings)
     resume_point = ResumePoint(settings.kafka_group_id)
@@ -79,27 +93,33 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.stop:
             for job in running:
                 location = rest.stop_with_savepoint(job.job_id, None)
-                resume_point.save(location, job.job_id)
+                resume_point.save(location, job.job_id, resume_point.engine() or engine)
                 print(f"stopped job {job.job_id}; savepoint {location}")
             return 0
         if running and args.resume_if_possible:
             # A launcher that was killed left its job running: take it over through a savepoint.
             location = rest.stop_with_savepoint(running[0].job_id, None)
-            resume_point.save(location, running[0].job_id)
+            resume_point.save(location, running[0].job_id, resume_point.engine() or engine)
             log.info("job_taken_over", job_id=running[0].job_id, savepoint=location)
         elif running:
             raise CommandError(
                 f"job {name} is already running as {running[0].job_id}; stop it first: tickpipe ma-job --stop"
             )
         resume = args.resume or (resume_point.load() if args.resume_if_possible else None)
+        if resume and not args.resume and resume_point.engine() not in (None, engine):
+            raise CommandError(
+                f"the last run of this job used the {resume_point.engine()} engine; its state cannot be restored by "
+                f"the {engine} engine: start with --engine {resume_point.engine()}, or delete {resume_point.path} "
+                "to start over from the committed Kafka offsets"
+            )
         job_id = submit(settings, resume=resume, discard_sink=args.discard_sink)
     except FlinkRestError as error:
         raise CommandError(str(error)) from None
-    log.info("job_submitted", job=name, job_id=job_id, resumed_from=resume, rest=settings.flink_rest_url)
+    log.info("job_submitted", job=name, engine=engine, job_id=job_id, resumed_from=resume, rest=settings.flink_rest_url)
     print(f"SUBMITTED {job_id}", flush=True)
     if args.detached:
         return 0
-    return watch(rest, job_id, resume_point)
+    return watch(rest, job_id, resume_point, engine)
 
 
 def submit(settings: Settings, *, resume: str | None = None, discard_sink: bool = False) -> str:
@@ -123,23 +143,33 @@ def submit(settings: Settings, *, resume: str | None = None, discard_sink: bool 
         *(["--fromSavepoint", resume] if resume else []),
         "--pyModule",
         "tickpipe.ma_job.job",
+        "--engine",
+        settings.ma_engine.value,
         *(["--discard-sink"] if discard_sink else []),
     ]
-    env = {**os.environ, "FLINK_HOME": str(flink_home())}
+    # The client runs with the distribution's own configuration (its Java 17 flags); the cluster's address comes
+    # from --jobmanager and the job's settings from job.py, never from a local stack's config.yaml.
+    env = {key: value for key, value in os.environ.items() if key != "FLINK_CONF_DIR"}
+    env["FLINK_HOME"] = str(flink_home())
     env.setdefault("JAVA_HOME", str(Path(java()).resolve().parent.parent))
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
     found = re.search(r"JobID ([0-9a-f]{32})", result.stdout)
     if result.returncode != 0 or not found:
         output = (result.stdout + result.stderr).strip().splitlines()
-        reasons = [line.strip() for line in output if "Exception:" in line or "Error:" in line]
+        # The job's own failure (a planner or connector exception), not the client's wrappers around it.
+        reasons = [
+            line.strip(": \t")
+            for line in output
+            if "Exception: " in line and "ProgramAbortException" not in line and "Python process exits" not in line
+        ]
         raise CommandError(
             f"submitting the job to Flink at {settings.flink_rest_url} failed (exit {result.returncode}): "
-            + (reasons[-1] if reasons else " | ".join(output[-5:]))
+            + (reasons[0] if reasons else " | ".join(output[-5:]))
         )
     return found.group(1)
 
 
-def watch(rest: FlinkRest, job_id: str, resume_point: ResumePoint) -> int:
+def watch(rest: FlinkRest, job_id: str, resume_point: ResumePoint, engine: str) -> int:
     """Follow the job until it ends or we are told to stop (then stop it with a savepoint)."""
     stop = threading.Event()
 
@@ -160,7 +190,7 @@ def watch(rest: FlinkRest, job_id: str, resume_point: ResumePoint) -> int:
             log.info("job_state", job_id=job_id, state=state)
             last_state = state
         if checkpoint and checkpoint != last_checkpoint:
-            resume_point.save(checkpoint, job_id)
+            resume_point.save(checkpoint, job_id, engine)
             last_checkpoint = checkpoint
         if state in TERMINAL_STATES:
             log.error("job_ended", job_id=job_id, state=state, hint="see the Flink logs under $TICKPIPE_HOME/flink/log")
@@ -173,6 +203,6 @@ def watch(rest: FlinkRest, job_id: str, resume_point: ResumePoint) -> int:
         log.warning("savepoint_failed", job_id=job_id, error=str(error))
         rest.cancel(job_id)
         return 1
-    resume_point.save(location, job_id)
+    resume_point.save(location, job_id, engine)
     log.info("job_stopped", job_id=job_id, savepoint=location)
     return 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from tickpipe.schema import format_timestamp
+
 SHORT_WINDOW = 5
 LONG_WINDOW = 20
 
@@ -52,5 +54,9 @@ class SymbolWindow:
 
 
 def stale_reason(event_time_ms: int, last_event_time_ms: int) -> str:
+    """The dead-letter reason for a tick that is not newer than its symbol's latest (same text in both engines)."""
     kind = "duplicate" if event_time_ms == last_event_time_ms else "out-of-order"
-    return f"{kind} tick: event time {event_time_ms} is not after the symbol's latest {last_event_time_ms}"
+    return (
+        f"{kind} tick: event time {format_timestamp(event_time_ms)} is not after the symbol's latest "
+        f"{format_timestamp(last_event_time_ms)}"
+    )

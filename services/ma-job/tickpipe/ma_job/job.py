@@ -1,4 +1,7 @@
-"""The MA job's dataflow: Kafka `price-ticks` → parse → key by symbol → MA(5)/MA(20) → JDBC upsert `price_ticks`.
+"""The MA job: Kafka `price-ticks` → MA(5)/MA(20) per symbol → JDBC upsert into `price_ticks`, bad input → DLQ.
+
+Two engines, one definition, chosen by MA_ENGINE (`--engine`): `sql` (sql_engine.py, the window maths in the
+JVM) and `keyed`, the readable reference below:
 
     kafka source ─ parse (tickpipe.schema) ─┬─ keyBy(symbol) ─ moving averages ─┬─ price_ticks (JDBC upsert)
                                             └─ not a tick ─────────┐           └─ stale tick ─┐
@@ -7,7 +10,7 @@
 Exactly-once where it matters: offsets and per-symbol windows are checkpointed together, and the sink writes
 idempotent upserts on (symbol, time) and flushes on every checkpoint, so a restart replays into the same rows.
 `main()` is the entry point Flink runs (`-pym tickpipe.ma_job.job`, the FlinkDeployment's PythonDriver);
-`tickpipe ma-job` calls `submit()` against a running session cluster.
+`tickpipe ma-job` submits it to a running session cluster.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 from pyflink.table.table_result import TableResult
 
-from tickpipe.config import Settings, load_settings
+from tickpipe.config import MaEngine, Settings, load_settings
+from tickpipe.ma_job import sql_engine
 from tickpipe.ma_job.indicators import SymbolWindow, stale_reason
 from tickpipe.ma_job.tables import STAGE, discard_sink_ddl, dlq_ddl, job_name, sink_ddl, source_ddl
 from tickpipe.schema import InvalidTick, Tick, dead_letter, parse_tick
@@ -118,6 +122,17 @@ def build(env: StreamExecutionEnvironment, settings: Settings, *, discard_sink: 
     """Add the job's operators to `env`; return the statement set that writes both sinks."""
     t_env = StreamTableEnvironment.create(env)
     t_env.execute_sql(source_ddl(settings))
+    t_env.execute_sql(discard_sink_ddl() if discard_sink else sink_ddl(settings))
+    t_env.execute_sql(dlq_ddl(settings))
+    statements = t_env.create_statement_set()
+    if settings.ma_engine is MaEngine.SQL:
+        sql_engine.build(t_env, statements)
+    else:
+        _build_keyed(env, t_env, statements)
+    return statements
+
+
+def _build_keyed(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, statements: Any) -> None:
     # The SQL Kafka source rather than PyFlink's KafkaSource wrapper: that one expects the shaded uber-jar, which
     # Maven Central does not carry for Flink 1.20.
     raw = t_env.to_data_stream(t_env.from_path("ticks_raw")).map(lambda row: row[0], output_type=Types.STRING())
@@ -129,18 +144,13 @@ def build(env: StreamExecutionEnvironment, settings: Settings, *, discard_sink: 
         .uid("moving-averages")
     )
     dead = ticks.get_side_output(DEAD_LETTERS).union(rows.get_side_output(DEAD_LETTERS))
-
-    t_env.execute_sql(discard_sink_ddl() if discard_sink else sink_ddl(settings))
-    t_env.execute_sql(dlq_ddl(settings))
     t_env.create_temporary_view("moving_averages", t_env.from_data_stream(rows))
     t_env.create_temporary_view("rejected", t_env.from_data_stream(dead))
-    statements = t_env.create_statement_set()
     statements.add_insert_sql(
         "INSERT INTO price_ticks SELECT CAST(TO_TIMESTAMP_LTZ(event_time_ms, 3) AS TIMESTAMP(3)), symbol, price, "
         "volume, ma_short, ma_long FROM moving_averages"
     )
     statements.add_insert_sql("INSERT INTO dead_letters SELECT f0 FROM rejected")
-    return statements
 
 
 def execute(settings: Settings, *, discard_sink: bool = False, **config: str) -> TableResult:
@@ -151,7 +161,8 @@ def execute(settings: Settings, *, discard_sink: bool = False, **config: str) ->
 def main(argv: list[str] | None = None) -> None:
     """Entry point when Flink runs this module (`flink run -pym`, application mode): submit and return."""
     args = sys.argv[1:] if argv is None else argv
-    execute(load_settings(), discard_sink="--discard-sink" in args)
+    overrides = {"ma_engine": args[args.index("--engine") + 1]} if "--engine" in args else {}
+    execute(load_settings(**overrides), discard_sink="--discard-sink" in args)
 
 
 if __name__ == "__main__":
