@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 from tickpipe.cli import CommandError
@@ -31,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--symbols", help="comma-separated symbols (default: SYMBOLS)")
     parser.add_argument("--seed", type=int, default=42, help="simulator random seed (default 42)")
     parser.add_argument("--rate", type=float, default=1.0, help="simulator updates/s per symbol (default 1)")
+    parser.add_argument("--max-ticks", type=int, help="simulator: stop publishing after N updates in total")
+    parser.add_argument("--record", type=Path, help="simulator: append every update it sends to this JSON-lines file")
     parser.add_argument(
         "--external",
         action="store_true",
@@ -47,7 +50,15 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     symbols = load_settings(symbols=args.symbols).symbols if args.symbols else ()
-    options = RunOptions(source=args.source, symbols=symbols, seed=args.seed, rate=args.rate, external=args.external)
+    options = RunOptions(
+        source=args.source,
+        symbols=symbols,
+        seed=args.seed,
+        rate=args.rate,
+        external=args.external,
+        record=args.record,
+        max_ticks=args.max_ticks,
+    )
     pipeline = LocalPipeline(settings, state_dir(), options)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` and container stops end the run like Ctrl-C
     headless = args.headless or not sys.stdout.isatty()

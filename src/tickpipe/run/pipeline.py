@@ -1,8 +1,9 @@
 """The whole pipeline on one machine: local engines, schema, simulated exchange (or Binance), ingestor, MA job.
 
 `start()` brings it up in dependency order and fails with one message naming the stage and its log;
-`stop()` takes it down in the order that loses nothing: the ingestor flushes to Kafka first, the MA job is
-cancelled with its checkpoint kept (the next run resumes from it), then the simulator and the engines.
+`stop()` takes it down in the order that loses nothing: the simulator first (the ingestor reads to the end of
+its connections), then the ingestor (it flushes to Kafka), the MA job (stopped with a savepoint the next run
+resumes from) and the engines.
 What is running is written to `$TICKPIPE_HOME/run.json`, so `tickpipe top` in another terminal finds it.
 """
 
@@ -12,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ from tickpipe.logs import get_logger
 from tickpipe.migrator.migrate import migrate
 from tickpipe.run.stages import StageProcess
 from tickpipe.stack.manager import LocalStack
-from tickpipe.stack.process import StackError, free_port
+from tickpipe.stack.process import StackError, free_port, wait_until
 
 log = get_logger(__name__)
 Progress = Callable[[str], None]
@@ -37,6 +39,7 @@ class RunOptions:
     rate: float = 1.0  # updates per second per symbol, as Binance's @ticker stream
     external: bool = False  # use the Kafka/PostgreSQL/Flink given by env instead of starting the local stack
     record: Path | None = None  # where the simulator records every tick it sends (end-to-end checks)
+    max_ticks: int | None = None  # the simulator stops publishing after this many updates
 
 
 class BinanceUnreachable(StackError):
@@ -108,6 +111,7 @@ class LocalPipeline:
                     "--rate",
                     str(self.options.rate),
                     *(["--record", str(self.options.record)] if self.options.record else []),
+                    *(["--max-ticks", str(self.options.max_ticks)] if self.options.max_ticks else []),
                 ],
             )
             ws_url = sim.wait_for_line("READY ", timeout=30).split()[1]
@@ -157,15 +161,36 @@ class LocalPipeline:
         for stage in self.stages.values():
             stage.check_alive()
 
+    def _wait_ingestor_drained(self, timeout: float = 10.0) -> None:
+        """Until the ingestor has read its connections to the end (it reports none open)."""
+        url = self.metrics_urls.get("ingestor")
+        if not url or "ingestor" not in self.stages:
+            return
+
+        def drained() -> bool:
+            try:
+                with urllib.request.urlopen(f"{url}/metrics", timeout=2) as response:  # noqa: S310 - our own child
+                    text = response.read().decode()
+            except OSError:
+                return True  # not answering: nothing more to wait for
+            return any(line == "tickpipe_ingest_connections 0.0" for line in text.splitlines())
+
+        if not wait_until(drained, timeout):
+            log.warning("ingestor_not_drained", timeout_s=timeout)
+
     def stop(self, progress: Progress) -> None:
-        # Ingestor first: it flushes what it buffered to Kafka. Then the job (its checkpoint is kept), then the
-        # source and the engines.
-        for name in ("ingestor", "ma-job", "sim"):
+        # The simulated exchange first: the ingestor reads every update it was sent before the close frame, so a
+        # local run loses nothing at shutdown. Then the ingestor, which flushes to Kafka; then the job (stopped
+        # with a savepoint, the next run resumes from it); then the engines. Live Binance cannot be stopped:
+        # there the ingestor goes first and what was in flight on the socket is not read.
+        for name in ("sim", "ingestor", "ma-job"):
             stage = self.stages.get(name)
             if stage and stage.exit_code() is None:
                 progress(f"stopping {name}")
                 if not stage.stop():
                     log.warning("stage_killed", stage=name, log=str(stage.log_path))
+                if name == "sim":
+                    self._wait_ingestor_drained()
         self.state_file.unlink(missing_ok=True)
         if self.started_stack:
             progress("stopping the local engines (data kept in " + str(self.home) + ")")

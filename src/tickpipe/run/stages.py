@@ -24,6 +24,7 @@ class StageProcess:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     stop_signal: signal.Signals = signal.SIGTERM
     process: subprocess.Popen[bytes] | None = None
+    log_offset: int = 0  # the log is appended to across runs: this run's lines start here
 
     @property
     def argv(self) -> list[str]:
@@ -35,6 +36,7 @@ class StageProcess:
 
     def start(self) -> StageProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.argv,
@@ -62,8 +64,9 @@ class StageProcess:
 
         def seen() -> bool:
             self.check_alive()
-            with contextlib.suppress(FileNotFoundError):
-                for line in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(FileNotFoundError), self.log_path.open("rb") as log:
+                log.seek(self.log_offset)
+                for line in log.read().decode(errors="replace").splitlines():
                     if line.startswith(prefix):
                         found.append(line)
                         return True
