@@ -84,5 +84,5 @@ def test_cli_help_lists_every_stage_and_tool() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tickpipe.cli", "--help"], capture_output=True, text=True, check=True
     )
-    for command in ("stack", "migrate"):
+    for command in ("stack", "migrate", "ingest", "ma-job", "sim", "run", "top", "chart"):
         assert f"    {command} " in result.stdout
