@@ -130,3 +130,20 @@ def fresh_database(postgres: TestStack) -> Iterator[Settings]:
     finally:
         with psycopg.connect(base.conninfo("owner"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def timescaledb() -> Iterator[Settings]:
+    """The TimescaleDB engine (PGlite + timescaledb, WebAssembly) started once; settings point at it as owner."""
+    from tickpipe.stack.timescaledb import PASSWORD, TimescaleEngine
+
+    home = traversable_tmpdir("tickpipe-test-timescaledb-")
+    with TimescaleEngine(home / "timescaledb.log") as engine:
+        yield load_settings(
+            database_url=engine.url,
+            database_password=PASSWORD,
+            database_writer_password="writer-test-password",
+            database_reader_password="reader-test-password",
+            migrations_dir=REPO / "storage" / "migrations",
+        )
+    shutil.rmtree(home, ignore_errors=True)

@@ -14,7 +14,7 @@ from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -154,10 +154,10 @@ class Settings(BaseSettings):
 
 
 class DatabaseAddress:
-    """Host, port, database and owner user parsed from DATABASE_URL."""
+    """Host, port, database, owner user and TLS mode (`?sslmode=`) parsed from DATABASE_URL."""
 
-    def __init__(self, host: str, port: int, dbname: str, user: str) -> None:
-        self.host, self.port, self.dbname, self.user = host, port, dbname, user
+    def __init__(self, host: str, port: int, dbname: str, user: str, sslmode: str | None = None) -> None:
+        self.host, self.port, self.dbname, self.user, self.sslmode = host, port, dbname, user, sslmode
 
     @classmethod
     def parse(cls, url: str) -> DatabaseAddress:
@@ -167,16 +167,20 @@ class DatabaseAddress:
             port=parts.port or 5432,
             dbname=parts.path.lstrip("/") or "tickpipe",
             user=parts.username or "tickpipe",
+            sslmode=parse_qs(parts.query).get("sslmode", [None])[0],
         )
 
     def conninfo(self, user: str, password: str | None) -> str:
         fields = {"host": self.host, "port": str(self.port), "dbname": self.dbname, "user": user}
         if password:
             fields["password"] = password
+        if self.sslmode:
+            fields["sslmode"] = self.sslmode
         return " ".join(f"{key}='{_libpq_quote(value)}'" for key, value in fields.items())
 
     def jdbc_url(self) -> str:
-        return f"jdbc:postgresql://{self.host}:{self.port}/{self.dbname}"
+        tls = f"?sslmode={self.sslmode}" if self.sslmode else ""
+        return f"jdbc:postgresql://{self.host}:{self.port}/{self.dbname}{tls}"
 
 
 def _libpq_quote(value: str) -> str:
