@@ -10,7 +10,15 @@ from pathlib import Path
 
 import psutil
 
-from bench.baselines import Baseline
+
+@dataclass(frozen=True)
+class Measurement:
+    """One row of a throughput table."""
+
+    name: str
+    count: int
+    per_second: float
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,13 @@ def commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
-def markdown(command: str, baselines: list[Baseline], steps: list[StepResult], notes: list[str]) -> str:
+def markdown(
+    command: str,
+    tables: dict[str, list[Measurement]],
+    steps: list[StepResult],
+    ceilings: list[Measurement],
+    notes: list[str],
+) -> str:
     lines = [
         f"## Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
@@ -48,9 +62,11 @@ def markdown(command: str, baselines: list[Baseline], steps: list[StepResult], n
         f"- machine: {machine()}",
         "",
     ]
-    if baselines:
-        lines += ["### Baselines (same run)", "", "| baseline | rows | rows/s |", "|---|---:|---:|"]
-        lines += [f"| {b.name} | {b.rows:,} | {b.rate:,.0f} |" for b in baselines]
+    for title, rows in tables.items():
+        if not rows:
+            continue
+        lines += [f"### {title}", "", "| measurement | records | per second | note |", "|---|---:|---:|---|"]
+        lines += [f"| {m.name} | {m.count:,} | {m.per_second:,.0f} | {m.note} |" for m in rows]
         lines.append("")
     if steps:
         best = max((s.delivered_rate for s in steps if s.sustained), default=0.0)
@@ -71,8 +87,7 @@ def markdown(command: str, baselines: list[Baseline], steps: list[StepResult], n
                 f" {cpu} | {rss} |"
             )
         lines += ["", f"Highest sustained end-to-end rate: **{best:,.0f} ticks/s**."]
-        if baselines:
-            lines += [f"- as a share of {b.name}: {best / b.rate:.0%}" for b in baselines]
+        lines += [f"- as a share of {c.name}: {best / c.per_second:.0%}" for c in ceilings]
         lines.append("")
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"

@@ -1,33 +1,121 @@
-"""`python -m bench.run --quick|--full`: pipeline benchmark plus same-run baselines; writes BENCHMARKS.md."""
+"""`python -m bench.run --quick|--full`: every benchmark in one run, with its baselines; writes BENCHMARKS.md.
+
+baselines   Kafka produce→consume, PostgreSQL COPY and batched upserts of the same rows
+ingest      the ingestor's message path vs a raw producer; the ingestor process fed over WebSocket
+job         the MA job draining a pre-loaded topic: sql vs keyed, discarding sink vs PostgreSQL
+pipeline    the whole pipeline at rising offered rates until it cannot keep up (latency, CPU, RSS)
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from bench.baselines import Baseline, kafka_round_trip, postgres_copy, postgres_upserts
-from bench.local_stack import bench_stack, fresh_settings
+from bench import ingest, job, pipeline
+from bench.baselines import kafka_round_trip, postgres_copy, postgres_upserts
+from bench.local_stack import REPO, bench_stack, fresh_settings
+from bench.report import Measurement, StepResult, markdown, plot_latency
+from tickpipe.config import MaEngine
 from tickpipe.logs import configure_logging
+from tickpipe.stack.manager import LocalStack
+
+PARTS = ("baselines", "ingest", "job", "pipeline")
+
+
+@dataclass
+class Results:
+    tables: dict[str, list[Measurement]] = field(default_factory=dict)
+    steps: list[StepResult] = field(default_factory=list)
+    ceilings: list[Measurement] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, title: str, measurement: Measurement) -> None:
+        self.tables.setdefault(title, []).append(measurement)
+        print(f"{title}: {measurement.name:<60} {measurement.per_second:>12,.0f}/s  {measurement.note}", flush=True)
+
+
+def run_baselines(results: Results, rows: int, symbols: int) -> None:
+    settings = fresh_settings()
+    for measure in (kafka_round_trip, postgres_copy, postgres_upserts):
+        result = measure(settings, rows, symbols)
+        entry = Measurement(result.name, result.rows, result.rate)
+        results.ceilings.append(entry)
+        results.add("Baselines", entry)
+
+
+def run_ingest(results: Results, rows: int, seconds: float, home: Path) -> None:
+    settings = fresh_settings()
+    for result in (
+        ingest.raw_producer(settings, rows, 1000),
+        ingest.message_path(settings, rows, 1000),
+        ingest.over_websocket(settings, 1000, seconds, home),
+    ):
+        results.add("Ingestor", Measurement(result.name, result.count, result.rate, result.note))
+
+
+def run_job(results: Results, ticks: int, symbols: int) -> None:
+    settings = fresh_settings()
+    job.preload(settings, ticks, symbols)
+    for engine in (MaEngine.SQL, MaEngine.KEYED):
+        for discard in (True, False):
+            result = job.drain(settings, engine, discard=discard, count=ticks)
+            name = f"{result.engine} engine, Kafka → {result.sink}"
+            results.add("MA job (pre-loaded topic)", Measurement(name, result.rows, result.rate))
+
+
+def run_pipeline(
+    results: Results, stack: LocalStack, home: Path, *, rates: list[int], symbols: int, seconds: float
+) -> None:
+    for rate in rates:
+        step = pipeline.run_step(stack, home, rate, symbols, seconds)
+        results.steps.append(step)
+        lat = step.latency_ms
+        print(
+            f"pipeline {rate:>7,} ticks/s offered: {step.delivered_rate:>9,.0f} delivered, backlog "
+            f"{step.lag_growth:+,.0f}/s, p50 {lat['p50']:.0f} p99 {lat['p99']:.0f} max {lat['max']:.0f} ms",
+            flush=True,
+        )
+        if not step.sustained:
+            results.notes.append(f"stopped the ramp at {rate:,} ticks/s: not sustained")
+            break
+    if results.steps:
+        plot = plot_latency(results.steps, REPO / "bench" / "latency.png")
+        results.notes.append(f"latency plot: `{plot.relative_to(REPO)}`")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench.run", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="bench.run", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a few minutes (default)")
-    size.add_argument("--full", action="store_true", help="more rates, longer steps")
+    size.add_argument("--quick", action="store_true", help="about five minutes (default)")
+    size.add_argument("--full", action="store_true", help="1M-tick job runs, more rates, longer steps")
     parser.add_argument("--symbols", type=int, default=500)
-    parser.add_argument("--only", choices=["baselines", "pipeline", "all"], default="all")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md", help="append the results here")
     args = parser.parse_args(argv)
-    configure_logging()
-    rows = 200_000 if args.full else 100_000
-    baselines: list[Baseline] = []
-    with bench_stack():
-        settings = fresh_settings()
-        if args.only in {"baselines", "all"}:
-            for measure in (kafka_round_trip, postgres_copy, postgres_upserts):
-                result = measure(settings, rows, args.symbols)
-                baselines.append(result)
-                print(f"{result.name:<40} {result.rate:>12,.0f} rows/s  ({result.rows:,} in {result.seconds:.1f} s)")
+    configure_logging(level="WARNING")
+    parts = set(args.only.split(","))
+    full = args.full
+    rows = 200_000 if full else 50_000
+    results = Results()
+    with bench_stack() as (stack, home):
+        if "baselines" in parts:
+            run_baselines(results, rows, args.symbols)
+        if "ingest" in parts:
+            run_ingest(results, rows, 20.0 if full else 10.0, home)
+        if "job" in parts:
+            run_job(results, 1_000_000 if full else 200_000, args.symbols)
+        if "pipeline" in parts:
+            rates = [1_000, 3_000, 10_000, 20_000, 30_000, 50_000] if full else [1_000, 3_000, 10_000, 20_000]
+            run_pipeline(results, stack, home, rates=rates, symbols=args.symbols, seconds=40.0 if full else 15.0)
+    command = ("make bench-full" if full else "make bench") + (f" (--only {args.only})" if parts != set(PARTS) else "")
+    text = markdown(command, results.tables, results.steps, results.ceilings, results.notes)
+    with args.out.open("a") as out:
+        out.write("\n" + text)
+    print(f"\nresults appended to {args.out}")
     return 0
 
 

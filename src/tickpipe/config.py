@@ -139,6 +139,20 @@ class Settings(BaseSettings):
             raise ValueError(f"expected DEBUG, INFO, WARNING or ERROR, got {value!r}")
         return level
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as the environment variables that produce them: for a child process (secrets included,
+        so never log the result)."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, tuple):
+                value = ",".join(value)
+            env[name.upper()] = str(value)
+        return env
+
     @cached_property
     def database(self) -> DatabaseAddress:
         return DatabaseAddress.parse(self.database_url)

@@ -150,6 +150,7 @@ def submit(settings: Settings, *, resume: str | None = None, discard_sink: bool 
     # The client runs with the distribution's own configuration (its Java 17 flags); the cluster's address comes
     # from --jobmanager and the job's settings from job.py, never from a local stack's config.yaml.
     env = {key: value for key, value in os.environ.items() if key != "FLINK_CONF_DIR"}
+    env.update(settings.as_env())  # the job is built from exactly these settings
     env["FLINK_HOME"] = str(flink_home())
     env.setdefault("JAVA_HOME", str(Path(java()).resolve().parent.parent))
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)

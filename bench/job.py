@@ -1,0 +1,91 @@
+"""The MA job alone: a pre-loaded topic drained by each engine into a discarding sink and into PostgreSQL.
+
+The rate is measured from the first record reaching the job's last stage to the last one (submission and
+start-up excluded), on Flink's own record counters (REST API) for the discarding sink, on the table for
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+
+from confluent_kafka import Producer
+
+from bench.workload import ticks
+from tickpipe.config import MaEngine, Settings
+from tickpipe.kafka import producer_config
+from tickpipe.ma_job.cli import submit
+from tickpipe.ma_job.flink_rest import FlinkRest
+
+
+@dataclass(frozen=True)
+class JobResult:
+    engine: str
+    sink: str
+    rows: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds
+
+
+def preload(settings: Settings, count: int, symbol_count: int) -> None:
+    producer = Producer(producer_config(settings, **{"linger.ms": 20, "batch.size": 1_000_000}))
+    for tick in ticks(count, symbol_count):
+        while True:
+            try:
+                producer.produce(settings.kafka_topic, tick.to_json(), tick.symbol.encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(300)
+
+
+def _sink_records(rest_url: str, job_id: str) -> int:
+    with urllib.request.urlopen(f"{rest_url}/jobs/{job_id}", timeout=5) as response:  # noqa: S310 - local Flink
+        job = json.load(response)
+    return sum(v["metrics"]["read-records"] for v in job["vertices"] if "price_ticks" in v["name"])
+
+
+def _table_rows(settings: Settings) -> int:
+    import psycopg
+
+    with psycopg.connect(settings.conninfo("owner")) as conn:
+        row = conn.execute("SELECT count(*) FROM price_ticks").fetchone()
+    return int(row[0]) if row else 0
+
+
+def drain(settings: Settings, engine: MaEngine, *, discard: bool, count: int, timeout: float = 900) -> JobResult:
+    """Run one engine over the whole pre-loaded topic with a new consumer group; return its rate."""
+    run = settings.model_copy(update={"ma_engine": engine, "kafka_group_id": f"bench-{engine}-{uuid.uuid4().hex[:6]}"})
+    if not discard:
+        import psycopg
+
+        with psycopg.connect(run.conninfo("owner"), autocommit=True) as conn:
+            conn.execute("TRUNCATE price_ticks")
+    job_id = submit(run, discard_sink=discard)
+    progress = (lambda: _sink_records(run.flink_rest_url, job_id)) if discard else (lambda: _table_rows(run))
+    started: float | None = None
+    first = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            done = progress()
+            now = time.perf_counter()
+            if started is None and done > 0:
+                started, first = now, done
+            if done >= count:
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"{engine} job processed {done:,} of {count:,} ticks within {timeout:.0f} s")
+    finally:
+        FlinkRest(run.flink_rest_url).cancel(job_id)
+    if started is None:
+        raise RuntimeError(f"{engine} job processed nothing")
+    return JobResult(engine.value, "discard" if discard else "postgres", count - first, now - started)

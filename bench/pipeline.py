@@ -1,0 +1,148 @@
+"""The whole local pipeline at one offered rate: delivered rate, backlog growth, latency percentiles, CPU, RSS.
+
+Latency is the time from the tick's exchange event time (the simulator stamps it when it sends) to the row being
+readable in PostgreSQL, observed by polling a sample of symbols every 50 ms for rows newer than the last seen
+(so it includes up to ~50 ms of polling delay). Nothing is added to what users see.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import psycopg
+
+from bench.local_stack import fresh_settings
+from bench.report import StepResult
+from tickpipe.run.pipeline import LocalPipeline, RunOptions
+from tickpipe.stack.manager import LocalStack
+
+SAMPLE_SYMBOLS = 10
+POLL_SECONDS = 0.05
+
+
+class LatencySampler(threading.Thread):
+    def __init__(self, conninfo: str, symbols: list[str]) -> None:
+        super().__init__(name="latency-sampler", daemon=True)
+        self.conninfo, self.symbols = conninfo, symbols
+        self.latencies_ms: list[float] = []
+        self.recording = False
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        last = dict.fromkeys(self.symbols, datetime(2000, 1, 1, tzinfo=UTC))
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            while not self.stop_event.wait(POLL_SECONDS):
+                rows = conn.execute(
+                    "SELECT p.symbol, p.time FROM price_ticks p "
+                    "JOIN unnest(%s::text[], %s::timestamptz[]) AS l(symbol, last) "
+                    "ON p.symbol = l.symbol AND p.time > l.last",
+                    (list(last), list(last.values())),
+                ).fetchall()
+                seen_at = time.time()
+                for symbol, moment in rows:
+                    last[symbol] = max(last[symbol], moment)
+                    if self.recording:
+                        self.latencies_ms.append((seen_at - moment.timestamp()) * 1000)
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "max": float("nan")}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": ordered[-1]}
+
+
+def _rows(conninfo: str) -> int:
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute("SELECT count(*) FROM price_ticks").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _produced(metrics_url: str) -> float:
+    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=2) as response:  # noqa: S310 - our own child
+        text = response.read().decode()
+    prefix = 'tickpipe_ingest_produced_total{topic="ticks"}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def _stage_processes(pipeline: LocalPipeline, stack: LocalStack) -> dict[str, list[psutil.Process]]:
+    groups: dict[str, list[psutil.Process]] = {}
+    for name, stage in pipeline.stages.items():
+        if stage.pid:
+            groups[name] = [psutil.Process(stage.pid)]
+    for row in stack.status():
+        if row.running and row.pid:
+            name = {"flink-taskmanager": "flink TM", "flink-jobmanager": "flink JM"}.get(row.process, row.process)
+            groups[name] = [psutil.Process(row.pid)]
+    for processes in groups.values():  # children too: Flink's Python workers, PostgreSQL's backends
+        processes.extend(processes[0].children(recursive=True))
+    return groups
+
+
+def run_step(stack: LocalStack, home: Path, rate: float, symbol_count: int, seconds: float) -> StepResult:
+    settings = fresh_settings(kafka_group_id=f"bench-{uuid.uuid4().hex[:6]}", checkpoint_interval_seconds=10.0)
+    os.environ.update(settings.as_env())  # the stages are children: they read the same settings
+    symbols = tuple(f"sym{i:04d}usdt" for i in range(symbol_count))
+    pipeline = LocalPipeline(
+        settings, home, RunOptions(symbols=symbols, rate=rate / symbol_count, external=True, seed=1)
+    )
+    conninfo = settings.conninfo("owner")
+    sampler = LatencySampler(conninfo, [s.upper() for s in symbols[:SAMPLE_SYMBOLS]])
+    try:
+        pipeline.start(lambda message: None)
+        deadline = time.monotonic() + 180
+        while _rows(conninfo) == 0:
+            pipeline.check()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no rows within 180 s at {rate:,.0f} ticks/s; see {home / 'logs'}")
+            time.sleep(0.5)
+        sampler.start()
+        time.sleep(min(10.0, seconds / 2))  # warm-up: JIT, first checkpoint, connection pools
+        processes = _stage_processes(pipeline, stack)
+        for group in processes.values():
+            for process in group:
+                process.cpu_percent()
+        peak: dict[str, float] = dict.fromkeys(processes, 0.0)
+        metrics_url = pipeline.metrics_urls["ingestor"]
+        rows0, produced0, start = _rows(conninfo), _produced(metrics_url), time.perf_counter()
+        sampler.recording = True
+        while time.perf_counter() - start < seconds:
+            time.sleep(1.0)
+            pipeline.check()
+            for name, group in processes.items():
+                rss = 0.0
+                for process in group:
+                    try:
+                        rss += process.memory_info().rss / 2**20
+                    except psutil.NoSuchProcess:
+                        continue
+                peak[name] = max(peak[name], rss)
+        sampler.recording = False
+        elapsed = time.perf_counter() - start
+        rows1, produced1 = _rows(conninfo), _produced(metrics_url)
+        cpu = {}
+        for name, group in processes.items():
+            total = 0.0
+            for process in group:
+                try:
+                    total += process.cpu_percent()
+                except psutil.NoSuchProcess:
+                    continue
+            cpu[name] = total
+    finally:
+        sampler.stop_event.set()
+        pipeline.stop(lambda message: None)
+    delivered = (rows1 - rows0) / elapsed
+    backlog_growth = ((produced1 - produced0) - (rows1 - rows0)) / elapsed
+    return StepResult(rate, delivered, backlog_growth, _percentiles(sampler.latencies_ms), cpu, peak)
