@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -132,18 +133,34 @@ def fresh_database(postgres: TestStack) -> Iterator[Settings]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
-def timescaledb() -> Iterator[Settings]:
-    """The TimescaleDB engine (PGlite + timescaledb, WebAssembly) started once; settings point at it as owner."""
+@contextmanager
+def timescaledb_engine() -> Iterator[Settings]:
+    """A TimescaleDB engine (PGlite + timescaledb, WebAssembly, in memory); settings point at it as owner."""
     from tickpipe.stack.timescaledb import PASSWORD, TimescaleEngine
 
     home = traversable_tmpdir("tickpipe-test-timescaledb-")
-    with TimescaleEngine(home / "timescaledb.log") as engine:
-        yield load_settings(
-            database_url=engine.url,
-            database_password=PASSWORD,
-            database_writer_password="writer-test-password",
-            database_reader_password="reader-test-password",
-            migrations_dir=REPO / "storage" / "migrations",
-        )
-    shutil.rmtree(home, ignore_errors=True)
+    try:
+        with TimescaleEngine(home / "timescaledb.log") as engine:
+            yield load_settings(
+                database_url=engine.url,
+                database_password=PASSWORD,
+                database_writer_password="writer-test-password",
+                database_reader_password="reader-test-password",
+                migrations_dir=REPO / "storage" / "migrations",
+            )
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def timescaledb() -> Iterator[Settings]:
+    """One engine shared by the session (queries, dashboards)."""
+    with timescaledb_engine() as settings:
+        yield settings
+
+
+@pytest.fixture
+def fresh_timescaledb() -> Iterator[Settings]:
+    """An engine of its own, empty: for tests of the migrations themselves."""
+    with timescaledb_engine() as settings:
+        yield settings

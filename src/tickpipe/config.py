@@ -144,13 +144,12 @@ class Settings(BaseSettings):
         so never log the result)."""
         env = {}
         for name, value in self.model_dump().items():
-            if value is None:
-                continue
             if isinstance(value, SecretStr):
-                value = value.get_secret_value()
+                env[name.upper()] = value.get_secret_value()
             elif isinstance(value, tuple):
-                value = ",".join(value)
-            env[name.upper()] = str(value)
+                env[name.upper()] = ",".join(value)
+            elif value is not None:
+                env[name.upper()] = str(value)
         return env
 
     @cached_property

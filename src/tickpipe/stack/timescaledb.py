@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from tickpipe.stack.process import StackError, free_port, wait_until
+from tickpipe.stack.process import StackError, free_port, tail, wait_until
 
 ENGINE_DIR = Path(__file__).resolve().parents[3] / "setup" / "timescaledb"
 # PGlite accepts any password; libpq insists on sending one when the server asks.
@@ -46,19 +46,21 @@ class TimescaleEngine:
         self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
+            process = self._process = subprocess.Popen(
                 [node, "server.mjs", "--port", str(self.port)],
                 cwd=self.engine_dir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        if not wait_until(self._ready, self.start_timeout, interval=0.2):
+        ready = wait_until(self._ready, self.start_timeout, interval=0.2)
+        # _ready also ends the wait when the process exits, so a crash is reported now rather than as a refused
+        # connection later.
+        code = process.poll()
+        if not ready or code is not None:
             self.stop()
-            raise StackError(
-                f"timescaledb engine did not start within {self.start_timeout:.0f} s; see {self.log_path}:\n"
-                + self.log_path.read_text(errors="replace")[-1000:]
-            )
+            why = f"exited with code {code}" if code is not None else f"not ready within {self.start_timeout:.0f} s"
+            raise StackError(f"timescaledb engine {why}; last lines of {self.log_path}:\n{tail(self.log_path, 20)}")
         return self
 
     def _ready(self) -> bool:

@@ -1,0 +1,272 @@
+"""Grafana's provisioning: every file well-formed, and every panel, variable, annotation and alert query run
+against real databases (PostgreSQL and the TimescaleDB engine) with Grafana's macros expanded."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.grafana.grafana_sql import expand, interval_seconds
+from tests.helpers import expected_rows
+from tickpipe.config import Settings
+from tickpipe.migrator.migrate import migrate
+from tickpipe.schema import Tick
+
+GRAFANA = REPO / "grafana"
+DATASOURCE_UIDS = {"tickpipe-db", "tickpipe-prometheus"}
+ALERT_ENV = {"PRICE_ALERT_SYMBOL": "UPDOWNUSDT", "PRICE_ALERT_ABOVE": "150", "DLQ_RATE_LIMIT": "1"}
+PANEL_TYPES = {"timeseries", "stat", "table", "gauge", "barchart"}
+
+
+def load_yaml(relative: str) -> Any:
+    return yaml.safe_load((GRAFANA / relative).read_text())
+
+
+def dashboards() -> dict[str, Any]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted((GRAFANA / "dashboards").glob("*.json"))}
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    text = (GRAFANA / "provisioning/alerting/rules.yaml").read_text()
+    for name, value in ALERT_ENV.items():  # Grafana interpolates the environment into provisioning files
+        text = text.replace(f"${{{name}}}", value)
+    return [rule for group in yaml.safe_load(text)["groups"] for rule in group["rules"]]
+
+
+def sql_queries() -> Iterator[tuple[str, str, str]]:
+    """(where, format, SQL) of every PostgreSQL query in the dashboards."""
+    for name, board in dashboards().items():
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                if target["datasource"]["uid"] == "tickpipe-db":
+                    yield f"{name}: {panel['title']} ({target['refId']})", target["format"], target["rawSql"]
+        for variable in board["templating"]["list"]:
+            yield f"{name}: variable {variable['name']}", "table", variable["query"]
+        for annotation in board["annotations"]["list"]:
+            yield f"{name}: annotation {annotation['name']}", "table", annotation["target"]["rawSql"]
+
+
+# -- the files ----------------------------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_datasources_take_secrets_and_addresses_from_the_environment() -> None:
+    sources = {
+        source["uid"]: source for source in load_yaml("provisioning/datasources/datasources.yaml")["datasources"]
+    }
+    assert set(sources) == DATASOURCE_UIDS
+    database = sources["tickpipe-db"]
+    assert database["type"] == "grafana-postgresql-datasource"
+    assert database["jsonData"]["timescaledb"] is True
+    assert database["secureJsonData"]["password"] == "${DATABASE_READER_PASSWORD}"
+    assert database["user"] == "${DATABASE_READER_USER}"  # the read-only role
+    assert database["jsonData"]["sslmode"].startswith("${")
+    for source in sources.values():
+        assert {"name", "type", "access", "url"} <= set(source)
+        assert source["url"].startswith("${")
+
+
+@pytest.mark.unit
+def test_dashboard_provider_and_dashboards_are_well_formed() -> None:
+    provider = load_yaml("provisioning/dashboards/dashboards.yaml")["providers"][0]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"]
+    boards = dashboards()
+    assert set(boards) == {"market", "pipeline-health"}
+    assert len({board["uid"] for board in boards.values()}) == len(boards)
+    for board in boards.values():
+        assert {"uid", "title", "schemaVersion", "panels", "time", "templating", "annotations"} <= set(board)
+        ids = [panel["id"] for panel in board["panels"]]
+        assert len(ids) == len(set(ids))
+        for panel in board["panels"]:
+            assert panel["type"] in PANEL_TYPES
+            grid = panel["gridPos"]
+            assert grid["x"] + grid["w"] <= 24 and grid["w"] > 0 and grid["h"] > 0
+            refs = [target["refId"] for target in panel["targets"]]
+            assert len(refs) == len(set(refs)) and refs
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] in DATASOURCE_UIDS
+                assert target.get("rawSql") or target.get("expr")
+
+
+@pytest.mark.unit
+def test_prometheus_queries_name_metrics_the_stages_export() -> None:
+    exported = {"tickpipe_ingest_", "flink_taskmanager_job_task_"}
+    for board in dashboards().values():
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                for metric in re.findall(r"\b([a-z_]+_[a-z_]+)(?=[\[{(])", target.get("expr", "")):
+                    if metric not in {"sum", "rate", "increase", "histogram_quantile", "by"}:
+                        assert metric.startswith(tuple(exported)), metric
+
+
+@pytest.mark.unit
+def test_alert_rules_and_contact_point_are_complete() -> None:
+    rules = alert_rules()
+    assert {rule["uid"] for rule in rules} == {
+        "tickpipe-price-above",
+        "tickpipe-ma-cross",
+        "tickpipe-no-ticks",
+        "tickpipe-dead-letters",
+    }
+    for rule in rules:
+        refs = {query["refId"] for query in rule["data"]}
+        assert rule["condition"] in refs
+        for query in rule["data"]:
+            assert query["datasourceUid"] in DATASOURCE_UIDS | {"__expr__"}
+            if query["datasourceUid"] == "__expr__":
+                assert query["model"]["expression"] in refs
+    notifications = load_yaml("provisioning/alerting/notifications.yaml")
+    assert notifications["contactPoints"][0]["receivers"][0]["settings"]["url"] == "${ALERT_WEBHOOK_URL}"
+    assert notifications["policies"][0]["receiver"] == "tickpipe-webhook"
+
+
+# -- the queries, on real databases --------------------------------------------------------------------------------
+def crafted_rows(now: datetime) -> list[tuple[object, ...]]:
+    """30 minutes at 1 Hz for two symbols: UPDOWN rises then falls (MA crosses), STEADY only rises (none)."""
+    start_ms = int((now - timedelta(minutes=30)).timestamp() * 1000)
+    ticks = []
+    for i in range(1800):
+        updown = 100 + i * 0.05 if i < 1750 else 100 + 1750 * 0.05 - (i - 1750) * 1.0
+        ticks.append(Tick("UPDOWNUSDT", start_ms + i * 1000, updown, 10.0 + i))
+        ticks.append(Tick("STEADYUSDT", start_ms + i * 1000, 50 + i * 0.01, 5.0 + i))
+    frame = expected_rows(ticks)
+    return [
+        (
+            datetime.fromtimestamp(row.ms / 1000, UTC),
+            row.symbol,
+            row.price,
+            row.volume,
+            None if math.isnan(row.ma_short) else row.ma_short,
+            None if math.isnan(row.ma_long) else row.ma_long,
+        )
+        for row in frame.itertuples()
+    ]
+
+
+def load(settings: Settings, now: datetime) -> None:
+    migrate(settings)
+    with psycopg.connect(settings.conninfo("owner"), prepare_threshold=None) as conn:
+        conn.execute("DELETE FROM price_ticks WHERE symbol IN ('UPDOWNUSDT', 'STEADYUSDT')")
+        # Statements of 100 rows: executemany's pipelining and very large messages crash the WebAssembly engine.
+        rows = crafted_rows(now)
+        for offset in range(0, len(rows), 100):
+            columns = list(zip(*rows[offset : offset + 100], strict=True))
+            conn.execute(
+                "INSERT INTO price_ticks SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::float8[], "
+                "%s::float8[], %s::float8[], %s::float8[])",
+                [list(column) for column in columns],
+            )
+
+
+@pytest.fixture(params=["postgres", "timescaledb"])
+def database(request: pytest.FixtureRequest) -> Iterator[tuple[Settings, bool]]:
+    """Each query runs on plain PostgreSQL and on TimescaleDB (with the datasource's matching macro expansion)."""
+    settings: Settings = request.getfixturevalue("fresh_database" if request.param == "postgres" else "timescaledb")
+    load(settings, datetime.now(UTC))
+    yield settings, request.param == "timescaledb"
+
+
+def run(settings: Settings, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    # No server-side prepared statements: the TimescaleDB engine is one backend shared by every connection.
+    role = "reader" if settings.database_reader_password else "owner"
+    with psycopg.connect(settings.conninfo(role), prepare_threshold=None) as conn:
+        cursor = conn.execute(sql)
+        return [column.name for column in cursor.description or []], cursor.fetchall()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("span", [timedelta(minutes=15), timedelta(days=7)])
+def test_every_dashboard_sql_query_runs_and_has_the_shape_its_panel_needs(
+    database: tuple[Settings, bool], span: timedelta
+) -> None:
+    settings, timescaledb = database
+    now = datetime.now(UTC)
+    # Grafana's $__interval: the range over the panel's ~1000 points, as the dashboard would get it.
+    interval = f"{max(1, int(span.total_seconds() / 1000))}s"
+    for where, fmt, sql in sql_queries():
+        expanded = expand(
+            sql,
+            time_from=now - span,
+            time_to=now,
+            interval=interval,
+            variables={"symbol": "UPDOWNUSDT"},
+            timescaledb=timescaledb,
+        )
+        columns, rows = run(settings, expanded)
+        assert rows, f"{where}: no rows"
+        if "variable" in where:
+            assert {row[0] for row in rows} >= {"UPDOWNUSDT", "STEADYUSDT"}, where
+            continue
+        if "annotation" in where:
+            assert columns == ["time", "text"], where
+            assert any("cross" in row[1] for row in rows), where
+            continue
+        assert columns[0] == "time", f"{where}: first column is {columns[0]}"
+        for row in rows:
+            assert all(isinstance(value, int | float) or value is None for value in row[1:]), where
+        if fmt == "time_series" and "$__timeGroupAlias(time, $__interval)" in sql:
+            # Downsampled: at most one row per bucket, so a 7-day view of 1 Hz ticks stays small.
+            assert len(rows) <= span.total_seconds() / interval_seconds(interval) + 1, where
+
+
+@pytest.mark.integration
+def test_the_price_panel_reads_the_last_value_of_each_bucket(database: tuple[Settings, bool]) -> None:
+    settings, timescaledb = database
+    now = datetime.now(UTC)
+    sql = next(sql for where, _, sql in sql_queries() if "price, MA(5)" in where)
+    columns, rows = run(
+        settings,
+        expand(
+            sql,
+            time_from=now - timedelta(hours=1),
+            time_to=now,
+            interval="60s",
+            variables={"symbol": "STEADYUSDT"},
+            timescaledb=timescaledb,
+        ),
+    )
+    assert columns == ["time", "price", "MA(5)", "MA(20)"]
+    with psycopg.connect(settings.conninfo("owner"), prepare_threshold=None) as conn:
+        newest = conn.execute(
+            "SELECT price FROM price_ticks WHERE symbol = 'STEADYUSDT' ORDER BY time DESC LIMIT 1"
+        ).fetchone()
+    assert newest is not None
+    assert rows[-1][1] == pytest.approx(newest[0])
+
+
+@pytest.mark.integration
+def test_alert_queries_fire_on_a_cross_and_a_threshold_and_stay_quiet_otherwise(
+    database: tuple[Settings, bool],
+) -> None:
+    settings, _ = database
+    rules = {rule["uid"]: rule for rule in alert_rules()}
+
+    def values(uid: str) -> dict[str, float]:
+        sql = rules[uid]["data"][0]["model"]["rawSql"]
+        columns, rows = run(settings, sql)
+        assert columns[-1] == "value"
+        return {str(row[0]) if len(row) > 1 else "all": float(row[-1]) for row in rows}
+
+    crosses = values("tickpipe-ma-cross")
+    assert crosses["UPDOWNUSDT"] > 0  # the fall crossed MA(5) under MA(20)
+    assert crosses["STEADYUSDT"] == 0  # a steady rise never crosses
+    price = values("tickpipe-price-above")
+    assert price["UPDOWNUSDT"] > float(ALERT_ENV["PRICE_ALERT_ABOVE"]) - 100  # a number the threshold can compare
+    threshold = rules["tickpipe-price-above"]["data"][2]["model"]["conditions"][0]["evaluator"]["params"][0]
+    assert threshold == float(ALERT_ENV["PRICE_ALERT_ABOVE"])
+    age = values("tickpipe-no-ticks")["all"]
+    assert 0 <= age < 120  # fresh data: the "no new ticks" alert stays quiet
+
+
+@pytest.mark.unit
+def test_alert_files_use_only_documented_environment_variables() -> None:
+    text = (GRAFANA / "provisioning/alerting/rules.yaml").read_text()
+    assert set(re.findall(r"\$\{([A-Z_]+)\}", text)) == set(ALERT_ENV)
