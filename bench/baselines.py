@@ -9,28 +9,17 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from bench.report import Measurement
 from bench.workload import ticks
 from tickpipe.config import Settings
 from tickpipe.kafka import ensure_topics, producer_config
 
 
-@dataclass(frozen=True)
-class Baseline:
-    name: str
-    rows: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        return self.rows / self.seconds
-
-
-def kafka_round_trip(settings: Settings, count: int, symbol_count: int) -> Baseline:
+def kafka_round_trip(settings: Settings, count: int, symbol_count: int) -> Measurement:
     """Produce `count` ticks and consume them back; the rate is from first produce to last consumed."""
     topic = f"bench-baseline-{uuid.uuid4().hex[:8]}"
     payloads = [(tick.symbol.encode(), tick.to_json()) for tick in ticks(count, symbol_count)]
@@ -72,7 +61,7 @@ def kafka_round_trip(settings: Settings, count: int, symbol_count: int) -> Basel
         producer.poll(0)
     producer.flush(120)
     done.wait(300)
-    return Baseline("kafka produce→consume", consumed, time.perf_counter() - start)
+    return Measurement("kafka produce→consume", consumed, consumed / (time.perf_counter() - start))
 
 
 def _rows(count: int, symbol_count: int) -> list[tuple[object, ...]]:
@@ -84,7 +73,7 @@ def _rows(count: int, symbol_count: int) -> list[tuple[object, ...]]:
     ]
 
 
-def postgres_copy(settings: Settings, count: int, symbol_count: int) -> Baseline:
+def postgres_copy(settings: Settings, count: int, symbol_count: int) -> Measurement:
     rows = _rows(count, symbol_count)
     with psycopg.connect(settings.conninfo("owner")) as conn:
         conn.execute("TRUNCATE price_ticks")
@@ -98,10 +87,10 @@ def postgres_copy(settings: Settings, count: int, symbol_count: int) -> Baseline
         conn.commit()
         seconds = time.perf_counter() - start
         conn.execute("TRUNCATE price_ticks")
-    return Baseline("postgres COPY", count, seconds)
+    return Measurement("postgres COPY", count, count / seconds)
 
 
-def postgres_upserts(settings: Settings, count: int, symbol_count: int, batch: int = 500) -> Baseline:
+def postgres_upserts(settings: Settings, count: int, symbol_count: int, batch: int = 500) -> Measurement:
     """Batched INSERT ... ON CONFLICT, one transaction per batch: what the JDBC upsert sink does."""
     rows = _rows(count, symbol_count)
     sql = (
@@ -119,4 +108,4 @@ def postgres_upserts(settings: Settings, count: int, symbol_count: int, batch: i
                 conn.commit()
         seconds = time.perf_counter() - start
         conn.execute("TRUNCATE price_ticks")
-    return Baseline(f"postgres upsert (batches of {batch})", count, seconds)
+    return Measurement(f"postgres upsert (batches of {batch})", count, count / seconds)

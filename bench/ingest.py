@@ -6,27 +6,15 @@ from __future__ import annotations
 import os
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 from confluent_kafka import Producer
 
+from bench.report import Measurement
 from tickpipe.config import Settings
 from tickpipe.kafka import producer_config
 from tickpipe.sim.market import Market, encode
-
-
-@dataclass(frozen=True)
-class Rate:
-    name: str
-    count: int
-    seconds: float
-    note: str = ""
-
-    @property
-    def rate(self) -> float:
-        return self.count / self.seconds
 
 
 def frames(count: int, symbol_count: int) -> list[str]:
@@ -40,7 +28,7 @@ def frames(count: int, symbol_count: int) -> list[str]:
     return out
 
 
-def message_path(settings: Settings, count: int, symbol_count: int) -> Rate:
+def message_path(settings: Settings, count: int, symbol_count: int) -> Measurement:
     """The ingestor's per-message code on one core, into the real broker (delivery included)."""
     from tickpipe.ingestor.service import TickRouter
     from tickpipe.ingestor.sink import KafkaSink
@@ -54,10 +42,11 @@ def message_path(settings: Settings, count: int, symbol_count: int) -> Rate:
         router(connection, frame)  # type: ignore[arg-type]
     undelivered = sink.close(120)
     seconds = time.perf_counter() - start
-    return Rate("ingestor message path (normalize+dedup+produce)", router.sent - undelivered, seconds)
+    delivered = router.sent - undelivered
+    return Measurement("ingestor message path (normalize+dedup+produce)", delivered, delivered / seconds)
 
 
-def raw_producer(settings: Settings, count: int, symbol_count: int) -> Rate:
+def raw_producer(settings: Settings, count: int, symbol_count: int) -> Measurement:
     """The ceiling: the same payloads produced with the same producer settings and nothing else."""
     from tickpipe.ingestor.normalize import normalize
     from tickpipe.schema import Tick
@@ -79,10 +68,10 @@ def raw_producer(settings: Settings, count: int, symbol_count: int) -> Rate:
                 producer.poll(0.05)
         producer.poll(0)
     producer.flush(120)
-    return Rate("raw confluent-kafka producer (same payloads)", count, time.perf_counter() - start)
+    return Measurement("raw confluent-kafka producer (same payloads)", count, count / (time.perf_counter() - start))
 
 
-def over_websocket(settings: Settings, symbol_count: int, seconds: float, log_dir: Path) -> Rate:
+def over_websocket(settings: Settings, symbol_count: int, seconds: float, log_dir: Path) -> Measurement:
     """Simulator (own thread) → ingestor process → Kafka for `seconds`: what the process sustains, and its RSS."""
     from tickpipe.run.stages import StageProcess
     from tickpipe.sim.server import SimOptions, SimThread
@@ -111,10 +100,10 @@ def over_websocket(settings: Settings, symbol_count: int, seconds: float, log_di
             cpu = process.cpu_percent()
         finally:
             stage.stop()
-    return Rate(
+    return Measurement(
         f"simulator → ingestor process → Kafka ({symbol_count:,} symbols)",
         int(produced),
-        elapsed,
+        produced / elapsed,
         f"ingestor CPU {cpu:.0f} %, peak RSS {peak:.0f} MB; the simulator shares the other core",
     )
 
@@ -132,4 +121,4 @@ def _produced(url: str) -> float:
     )
 
 
-__all__ = ["Rate", "message_path", "over_websocket", "raw_producer"]
+__all__ = ["message_path", "over_websocket", "raw_producer"]

@@ -11,27 +11,15 @@ import json
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
 
 from confluent_kafka import Producer
 
+from bench.report import Measurement
 from bench.workload import ticks
 from tickpipe.config import MaEngine, Settings
 from tickpipe.kafka import producer_config
 from tickpipe.ma_job.cli import submit
 from tickpipe.ma_job.flink_rest import FlinkRest
-
-
-@dataclass(frozen=True)
-class JobResult:
-    engine: str
-    sink: str
-    rows: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        return self.rows / self.seconds
 
 
 def preload(settings: Settings, count: int, symbol_count: int) -> None:
@@ -60,7 +48,7 @@ def _table_rows(settings: Settings) -> int:
     return int(row[0]) if row else 0
 
 
-def drain(settings: Settings, engine: MaEngine, *, discard: bool, count: int, timeout: float = 900) -> JobResult:
+def drain(settings: Settings, engine: MaEngine, *, discard: bool, count: int, timeout: float = 900) -> Measurement:
     """Run one engine over the whole pre-loaded topic with a new consumer group; return its rate."""
     run = settings.model_copy(update={"ma_engine": engine, "kafka_group_id": f"bench-{engine}-{uuid.uuid4().hex[:6]}"})
     if not discard:
@@ -88,4 +76,5 @@ def drain(settings: Settings, engine: MaEngine, *, discard: bool, count: int, ti
         FlinkRest(run.flink_rest_url).cancel(job_id)
     if started is None:
         raise RuntimeError(f"{engine} job processed nothing")
-    return JobResult(engine.value, "discard" if discard else "postgres", count - first, now - started)
+    sink = "discard" if discard else "postgres"
+    return Measurement(f"{engine.value} engine, Kafka → {sink}", count - first, (count - first) / (now - started))

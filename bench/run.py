@@ -39,20 +39,19 @@ class Results:
 def run_baselines(results: Results, rows: int, symbols: int) -> None:
     settings = fresh_settings()
     for measure in (kafka_round_trip, postgres_copy, postgres_upserts):
-        result = measure(settings, rows, symbols)
-        entry = Measurement(result.name, result.rows, result.rate)
+        entry = measure(settings, rows, symbols)
         results.ceilings.append(entry)
         results.add("Baselines", entry)
 
 
 def run_ingest(results: Results, rows: int, seconds: float, home: Path) -> None:
     settings = fresh_settings()
-    for result in (
+    for measurement in (
         ingest.raw_producer(settings, rows, 1000),
         ingest.message_path(settings, rows, 1000),
         ingest.over_websocket(settings, 1000, seconds, home),
     ):
-        results.add("Ingestor", Measurement(result.name, result.count, result.rate, result.note))
+        results.add("Ingestor", measurement)
 
 
 def run_job(results: Results, ticks: int, symbols: int) -> None:
@@ -60,9 +59,7 @@ def run_job(results: Results, ticks: int, symbols: int) -> None:
     job.preload(settings, ticks, symbols)
     for engine in (MaEngine.SQL, MaEngine.KEYED):
         for discard in (True, False):
-            result = job.drain(settings, engine, discard=discard, count=ticks)
-            name = f"{result.engine} engine, Kafka → {result.sink}"
-            results.add("MA job (pre-loaded topic)", Measurement(name, result.rows, result.rate))
+            results.add("MA job (pre-loaded topic)", job.drain(settings, engine, discard=discard, count=ticks))
 
 
 def run_pipeline(
