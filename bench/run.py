@@ -54,12 +54,15 @@ def run_ingest(results: Results, rows: int, seconds: float, home: Path) -> None:
         results.add("Ingestor", measurement)
 
 
-def run_job(results: Results, ticks: int, symbols: int) -> None:
+def run_job(results: Results, stack: LocalStack, ticks: int, symbols: int) -> None:
     settings = fresh_settings()
     job.preload(settings, ticks, symbols)
+    first = stack.ports("flink")["metrics"]  # the JobManager's and the TaskManager's reporters
+    metrics_urls = [f"http://127.0.0.1:{port}/metrics" for port in (first, first + 1)]
     for engine in (MaEngine.SQL, MaEngine.KEYED):
         for discard in (True, False):
-            results.add("MA job (pre-loaded topic)", job.drain(settings, engine, discard=discard, count=ticks))
+            measurement = job.drain(settings, engine, discard=discard, count=ticks, metrics_urls=metrics_urls)
+            results.add("MA job (pre-loaded topic)", measurement)
 
 
 def run_pipeline(
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if "ingest" in parts:
             run_ingest(results, rows, 20.0 if full else 10.0, home)
         if "job" in parts:
-            run_job(results, 1_000_000 if full else 200_000, args.symbols)
+            run_job(results, stack, 1_000_000 if full else 200_000, args.symbols)
         if "pipeline" in parts:
             rates = [1_000, 3_000, 10_000, 20_000, 30_000, 50_000] if full else [1_000, 3_000, 10_000, 20_000]
             run_pipeline(results, stack, home, rates=rates, symbols=args.symbols, seconds=40.0 if full else 15.0)

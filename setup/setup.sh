@@ -3,7 +3,9 @@
 #   - system packages (apt): PostgreSQL server, JDK 17, Maven, Node.js (only what is missing)
 #   - Python virtualenv .venv from uv.lock (uv itself pinned in versions.env)
 #   - pinned jars from Maven Central (setup/maven/*/pom.xml) into .deps/jars/<set>
+#   - the MA job's Java functions (services/ma-job/udf, Maven) into .deps/jars/ma-job-udf
 #   - the TimescaleDB engine (WebAssembly, npm) used to test the TimescaleDB-only SQL
+#   - @grafana/schema + TypeScript (npm): the dashboards' schema check
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source versions.env
@@ -47,6 +49,17 @@ for pom in setup/maven/*/pom.xml; do
   fi
 done
 
+# -- the MA job's Java functions (services/ma-job/udf, Maven) ------------------------------------------------------
+udf=services/ma-job/udf
+sum=$(find "$udf/pom.xml" "$udf/src" -type f | sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$DEPS/jars/ma-job-udf/.sources.sha256" 2>/dev/null)" != "$sum" ]; then
+  step "MA job functions (services/ma-job/udf, Maven)"
+  mvn --batch-mode --quiet --no-transfer-progress -Dstyle.color=never -f "$udf/pom.xml" package
+  rm -rf "$DEPS/jars/ma-job-udf" && mkdir -p "$DEPS/jars/ma-job-udf"
+  cp "$udf/target/tickpipe-flink-udf.jar" "$DEPS/jars/ma-job-udf/"
+  echo "$sum" > "$DEPS/jars/ma-job-udf/.sources.sha256"
+fi
+
 # -- TimescaleDB engine (npm) -------------------------------------------------------------------------------------
 engine=setup/timescaledb
 if [ -f "$engine/package-lock.json" ]; then
@@ -55,6 +68,17 @@ if [ -f "$engine/package-lock.json" ]; then
     step "TimescaleDB engine (npm)"
     npm ci --prefix "$engine" --legacy-peer-deps --no-audit --no-fund --loglevel=error
     echo "$sum" > "$engine/node_modules/.lock.sha256"
+  fi
+fi
+
+# -- Grafana dashboard schema check (npm) -------------------------------------------------------------------------
+schema=setup/grafana
+if [ -f "$schema/package-lock.json" ]; then
+  sum=$(sha256sum "$schema/package-lock.json" | cut -d' ' -f1)
+  if [ "$(cat "$schema/node_modules/.lock.sha256" 2>/dev/null)" != "$sum" ]; then
+    step "Grafana dashboard schema (npm)"
+    npm ci --prefix "$schema" --no-audit --no-fund --loglevel=error
+    echo "$sum" > "$schema/node_modules/.lock.sha256"
   fi
 fi
 

@@ -83,11 +83,14 @@ class MovingAverages(KeyedProcessFunction):  # type: ignore[misc]
         yield Row(event_time_ms, symbol, price, volume, averages.ma_short, averages.ma_long)
 
 
+# Under JARS_DIR, as `make setup` lays them out: the Kafka and JDBC connectors with the PostgreSQL driver (Maven
+# Central), and the job's own Java functions (built from services/ma-job/udf).
+JAR_SETS = ("flink-connectors", "ma-job-udf")
+
+
 def connector_jars(jars_dir: Path) -> list[str]:
-    """The Kafka and JDBC connectors and the PostgreSQL driver fetched by `make setup` (none in a container
-    image, where they sit in Flink's lib/ already)."""
-    folder = jars_dir / "flink-connectors"
-    return sorted(path.resolve().as_uri() for path in folder.glob("*.jar")) if folder.is_dir() else []
+    """The jars the job ships with it (none in a container image, where they sit in /opt/flink/usrlib already)."""
+    return sorted(path.resolve().as_uri() for name in JAR_SETS for path in (jars_dir / name).glob("*.jar"))
 
 
 def job_configuration(settings: Settings, **extra: str) -> Configuration:
@@ -103,6 +106,9 @@ def job_configuration(settings: Settings, **extra: str) -> Configuration:
         "restart-strategy.exponential-delay.initial-backoff": "1 s",
         "restart-strategy.exponential-delay.max-backoff": "30 s",
         "table.local-time-zone": "UTC",
+        # Chained JVM operators hand records over without a defensive copy (~25 % faster on the sql engine);
+        # none of ours keeps a reference to a record after emitting it.
+        "pipeline.object-reuse": "true",
         # The TaskManagers' Python workers run the interpreter that built the job: the one with tickpipe in it.
         "python.executable": sys.executable,
         # Small bundles: a tick leaves the Python worker within 50 ms even when only a few symbols trade.

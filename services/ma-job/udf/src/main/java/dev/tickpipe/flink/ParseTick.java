@@ -1,0 +1,278 @@
+package dev.tickpipe.flink;
+
+import java.io.IOException;
+import java.time.DateTimeException;
+import java.time.LocalDateTime;
+import java.time.OffsetDateTime;
+import java.time.ZoneOffset;
+import java.time.format.DateTimeFormatter;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.Set;
+
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonProcessingException;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.json.JsonReadFeature;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.annotation.FunctionHint;
+import org.apache.flink.table.functions.TableFunction;
+import org.apache.flink.types.Row;
+
+/**
+ * PARSE_TICK(payload): the wire JSON of a tick to exactly one row (symbol, ts, price, volume, reason).
+ *
+ * <p>A valid tick has {@code reason} NULL; anything else has the other fields NULL and the reason the dead-letter
+ * record carries. The rules and reasons are those of {@code tickpipe.schema.parse_tick}, the Python parser the
+ * ingestor and the {@code keyed} engine use (tests/ma_job/test_parse_tick.py runs both on the same payloads); only
+ * the quoted value after a reason's colon may be written differently (Jackson's number text, not Python's repr).
+ *
+ * <p>A table function rather than a scalar one returning ROW: the planner may evaluate a scalar function once per
+ * field it reads; a LATERAL TABLE call parses each record exactly once.
+ */
+@FunctionHint(output = @DataTypeHint("ROW<symbol STRING, ts TIMESTAMP(3), price DOUBLE, volume DOUBLE, reason STRING>"))
+public class ParseTick extends TableFunction<Row> {
+
+    private static final Set<String> NOT_FINITE = Set.of("nan", "inf", "infinity");
+    private static final String[] FIELDS = {"symbol", "timestamp", "price", "volume", "source"};
+    // NaN and Infinity are numbers to Python's json.loads too: they are then rejected as "not finite".
+    private static final JsonFactory JSON =
+            JsonFactory.builder().enable(JsonReadFeature.ALLOW_NON_NUMERIC_NUMBERS).build();
+
+    /** One field's value as JSON gave it: a string, a number (as text, to parse it like Python's float()), or
+     *  anything else (true, null, an object...) rendered for the reason text. */
+    private static final class Value {
+        final JsonToken token;
+        final String text;
+
+        Value(JsonToken token, String text) {
+            this.token = token;
+            this.text = text;
+        }
+
+        boolean isString() {
+            return token == JsonToken.VALUE_STRING;
+        }
+
+        boolean isNumber() {
+            return token == JsonToken.VALUE_NUMBER_INT || token == JsonToken.VALUE_NUMBER_FLOAT;
+        }
+
+        /** As Python's repr() shows it in tickpipe.schema's reasons. */
+        String repr() {
+            return isString() ? "'" + text + "'" : text;
+        }
+    }
+
+    /** The reason a record is not a tick. */
+    private static final class Invalid extends Exception {
+        Invalid(String reason) {
+            super(reason, null, false, false); // no stack trace: this is a verdict, not an error
+        }
+    }
+
+    public void eval(String payload) {
+        try {
+            collect(parse(payload));
+        } catch (Invalid invalid) {
+            collect(Row.of(null, null, null, null, invalid.getMessage()));
+        }
+    }
+
+    static Row parse(String payload) throws Invalid {
+        if (payload == null) {
+            throw new Invalid("not JSON: empty record");
+        }
+        Value[] values = new Value[FIELDS.length];
+        try (JsonParser parser = JSON.createParser(payload)) {
+            JsonToken root = parser.nextToken();
+            if (root == null) {
+                throw new Invalid("not JSON: no value");
+            }
+            if (root != JsonToken.START_OBJECT) {
+                parser.skipChildren();
+                readToEnd(parser);
+                throw new Invalid("not a JSON object");
+            }
+            for (JsonToken token = parser.nextToken(); token == JsonToken.FIELD_NAME; token = parser.nextToken()) {
+                int field = fieldIndex(parser.currentName());
+                JsonToken value = parser.nextToken();
+                if (value == JsonToken.START_OBJECT || value == JsonToken.START_ARRAY) {
+                    parser.skipChildren();
+                    if (field >= 0) {
+                        values[field] = new Value(value, value == JsonToken.START_OBJECT ? "{...}" : "[...]");
+                    }
+                } else if (field >= 0) {
+                    values[field] = new Value(value, render(parser, value));
+                }
+            }
+            readToEnd(parser);
+        } catch (JsonProcessingException error) {
+            throw new Invalid("not JSON: " + error.getOriginalMessage());
+        } catch (IOException error) {
+            throw new Invalid("not JSON: " + error.getMessage());
+        }
+        List<String> missing = new ArrayList<>();
+        for (int i = 0; i < FIELDS.length; i++) {
+            if (values[i] == null) {
+                missing.add(FIELDS[i]);
+            }
+        }
+        if (!missing.isEmpty()) {
+            throw new Invalid("missing fields: " + String.join(", ", missing));
+        }
+        Value symbol = values[0];
+        Value timestamp = values[1];
+        long eventTimeMs = eventTime(timestamp);
+        if (!symbol.isString() || !isAlphanumeric(symbol.text)) {
+            throw new Invalid("invalid symbol: " + symbol.repr());
+        }
+        double price = number("price", values[2]);
+        double volume = number("volume", values[3]);
+        if (!(price > 0)) {
+            throw new Invalid("price must be positive, got " + values[2].repr());
+        }
+        if (volume < 0) {
+            throw new Invalid("volume must not be negative, got " + values[3].repr());
+        }
+        if (eventTimeMs <= 0) {
+            throw new Invalid("invalid event time: " + eventTimeMs);
+        }
+        LocalDateTime ts = LocalDateTime.ofEpochSecond(
+                Math.floorDiv(eventTimeMs, 1000), (int) Math.floorMod(eventTimeMs, 1000) * 1_000_000, ZoneOffset.UTC);
+        return Row.of(symbol.text.toUpperCase(Locale.ROOT), ts, price, volume, null);
+    }
+
+    private static int fieldIndex(String name) {
+        for (int i = 0; i < FIELDS.length; i++) {
+            if (FIELDS[i].equals(name)) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    private static String render(JsonParser parser, JsonToken token) throws IOException {
+        switch (token) {
+            case VALUE_TRUE:
+                return "True";
+            case VALUE_FALSE:
+                return "False";
+            case VALUE_NULL:
+                return "None";
+            default:
+                return parser.getText();
+        }
+    }
+
+    /** After the root value only whitespace may follow ("{} {}" or "{}x" is not JSON, as for json.loads). */
+    private static void readToEnd(JsonParser parser) throws IOException, Invalid {
+        if (parser.nextToken() != null) {
+            throw new Invalid("not JSON: Extra data");
+        }
+    }
+
+    private static boolean isAlphanumeric(String text) {
+        if (text.isEmpty()) {
+            return false;
+        }
+        for (int i = 0; i < text.length(); ) {
+            int codePoint = text.codePointAt(i);
+            if (!Character.isLetterOrDigit(codePoint)) {
+                return false;
+            }
+            i += Character.charCount(codePoint);
+        }
+        return true;
+    }
+
+    /** A JSON number, or a string holding one (Binance sends prices as strings), finite. */
+    private static double number(String name, Value value) throws Invalid {
+        if (!value.isNumber() && !value.isString()) {
+            throw new Invalid(name + " is not a number: " + value.repr());
+        }
+        String text = value.text.strip();
+        String unsigned = text.startsWith("-") || text.startsWith("+") ? text.substring(1) : text;
+        if (NOT_FINITE.contains(unsigned.toLowerCase(Locale.ROOT))) {
+            throw new Invalid(name + " is not finite: " + value.repr());
+        }
+        double number;
+        try {
+            // Double.parseDouble also takes Java literals Python's float() refuses ("1f", "0x1p3"): not here.
+            if (!isDecimal(unsigned)) {
+                throw new NumberFormatException(text);
+            }
+            number = Double.parseDouble(text);
+        } catch (NumberFormatException error) {
+            throw new Invalid(name + " is not a number: " + value.repr());
+        }
+        if (Double.isNaN(number) || Double.isInfinite(number)) {
+            throw new Invalid(name + " is not finite: " + value.repr());
+        }
+        return number;
+    }
+
+    private static boolean isDecimal(String text) {
+        if (text.isEmpty()) {
+            return false;
+        }
+        for (int i = 0; i < text.length(); i++) {
+            char c = text.charAt(i);
+            if (!(c >= '0' && c <= '9') && c != '.' && c != 'e' && c != 'E' && c != '+' && c != '-') {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** ISO-8601 with a zone (`Z` or an offset) to epoch milliseconds; the ingestor's own form is parsed by hand. */
+    private static long eventTime(Value timestamp) throws Invalid {
+        if (timestamp.isString()) {
+            String text = timestamp.text;
+            try {
+                if (isCanonical(text)) {
+                    LocalDateTime moment = LocalDateTime.of(
+                            digits(text, 0, 4), digits(text, 5, 7), digits(text, 8, 10),
+                            digits(text, 11, 13), digits(text, 14, 16), digits(text, 17, 19), digits(text, 20, 23) * 1_000_000);
+                    return moment.toEpochSecond(ZoneOffset.UTC) * 1000 + digits(text, 20, 23);
+                }
+                OffsetDateTime moment = OffsetDateTime.parse(text.replace("Z", "+00:00"), DateTimeFormatter.ISO_OFFSET_DATE_TIME);
+                return moment.toEpochSecond() * 1000 + Math.round(moment.getNano() / 1e6);
+            } catch (DateTimeException error) {
+                // falls through to the reason below
+            }
+        }
+        throw new Invalid("invalid timestamp: " + timestamp.repr());
+    }
+
+    /** `yyyy-MM-ddTHH:mm:ss.SSSZ`, what tickpipe.schema.format_timestamp writes. */
+    private static boolean isCanonical(String text) {
+        if (text.length() != 24 || text.charAt(23) != 'Z') {
+            return false;
+        }
+        for (int i = 0; i < 23; i++) {
+            char c = text.charAt(i);
+            boolean ok = switch (i) {
+                case 4, 7 -> c == '-';
+                case 10 -> c == 'T';
+                case 13, 16 -> c == ':';
+                case 19 -> c == '.';
+                default -> c >= '0' && c <= '9';
+            };
+            if (!ok) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private static int digits(String text, int from, int to) {
+        int value = 0;
+        for (int i = from; i < to; i++) {
+            value = value * 10 + (text.charAt(i) - '0');
+        }
+        return value;
+    }
+}
