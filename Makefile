@@ -6,11 +6,13 @@ BIN := $(VENV)/bin
 # Live Binance instead of the simulator: make run SOURCE=binance SYMBOLS=btcusdt,ethusdt
 SOURCE ?= sim
 PYTEST_ARGS ?=
+# Local Kubernetes for make k8s-up / make dev: kind or minikube
+K8S ?= kind
 
 .PHONY: help setup run test test-fast lint fmt typecheck validate bench bench-full stack-up stack-down clean distclean k8s-up dev
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: ## install everything from the lock files (venv, jars, PostgreSQL, tools); fast when done
 	@setup/setup.sh
@@ -36,7 +38,7 @@ typecheck: setup ## mypy --strict on the package
 	@$(BIN)/mypy
 
 validate: setup ## render and validate charts, manifests, compose and skaffold config
-	@if [ -x scripts/validate.sh ]; then scripts/validate.sh; else echo "validate: nothing to validate yet"; fi
+	@scripts/validate.sh
 
 bench: setup ## quick benchmarks (<= 5 min), results in BENCHMARKS.md
 	@$(BIN)/python -m bench.run --quick
@@ -49,6 +51,13 @@ stack-up: setup ## start the local engines only (Kafka, PostgreSQL, Flink)
 
 stack-down: ## stop the local engines
 	@if [ -x $(BIN)/tickpipe ]; then $(BIN)/tickpipe stack down; fi
+
+k8s-up: setup ## local Kubernetes (K8S=kind or minikube) with the pinned operators (k8s/README.md)
+	@K8S=$(K8S) k8s/up.sh
+
+dev: ## skaffold dev loop on that cluster: build the stage images, deploy charts/tickpipe
+	@command -v skaffold >/dev/null || { echo "dev: skaffold not found (https://skaffold.dev/docs/install/)"; exit 1; }
+	@skaffold dev --profile $(K8S) --kube-context $(if $(filter minikube,$(K8S)),minikube,kind-tickpipe)
 
 clean: stack-down ## stop the stack and remove local data (.tickpipe: data, logs, checkpoints)
 	rm -rf .tickpipe

@@ -48,3 +48,23 @@ app.kubernetes.io/part-of: tickpipe
 {{- define "ingestor.metricsPort" -}}
 {{- .Values.env.METRICS_PORT | int }}
 {{- end }}
+
+{{/* Labels of the `helm test` pods: without the selector labels, so that no Service or NetworkPolicy of the chart
+takes a test pod for the workload. */}}
+{{- define "ingestor.testLabels" -}}
+helm.sh/chart: {{ include "ingestor.chart" . }}
+app.kubernetes.io/name: {{ include "ingestor.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: test
+app.kubernetes.io/part-of: tickpipe
+{{- end }}
+
+{{/* NetworkPolicy peer: this release's `helm test` pods. */}}
+{{- define "ingestor.testPeer" -}}
+podSelector:
+  matchLabels:
+    app.kubernetes.io/instance: {{ .Release.Name }}
+    app.kubernetes.io/component: test
+{{- end }}

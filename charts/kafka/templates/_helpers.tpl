@@ -33,10 +33,26 @@ app.kubernetes.io/component: kafka
 app.kubernetes.io/part-of: tickpipe
 {{- end }}
 
-{{- define "kafka.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
-{{- end }}
-
 {{- define "kafka.clusterName" -}}
 {{- tpl .Values.clusterName . | trunc 50 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of the `helm test` pods: without the selector labels, so that no Service or NetworkPolicy of the chart
+takes a test pod for the workload. */}}
+{{- define "kafka.testLabels" -}}
+helm.sh/chart: {{ include "kafka.chart" . }}
+app.kubernetes.io/name: {{ include "kafka.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: test
+app.kubernetes.io/part-of: tickpipe
+{{- end }}
+
+{{/* NetworkPolicy peer: this release's `helm test` pods. */}}
+{{- define "kafka.testPeer" -}}
+podSelector:
+  matchLabels:
+    app.kubernetes.io/instance: {{ .Release.Name }}
+    app.kubernetes.io/component: test
 {{- end }}

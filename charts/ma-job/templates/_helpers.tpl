@@ -50,7 +50,7 @@ app.kubernetes.io/part-of: tickpipe
 {{- $conf := dict
   "taskmanager.numberOfTaskSlots" (toString .Values.taskManager.taskSlots)
   "state.backend.type" "hashmap"
-  "execution.checkpointing.interval" .Values.checkpoints.interval
+  "execution.checkpointing.interval" (printf "%ds" (int .Values.checkpoints.intervalSeconds))
   "execution.checkpointing.mode" "EXACTLY_ONCE"
   "execution.checkpointing.externalized-checkpoint-retention" "RETAIN_ON_CANCELLATION"
   "state.checkpoints.dir" .Values.checkpoints.dir
@@ -77,4 +77,24 @@ app.kubernetes.io/part-of: tickpipe
 
 {{- define "ma-job.claimName" -}}
 {{- default (printf "%s-data" (include "ma-job.fullname" .)) .Values.persistence.existingClaim }}
+{{- end }}
+
+{{/* Labels of the `helm test` pods: without the selector labels, so that no Service or NetworkPolicy of the chart
+takes a test pod for the workload. */}}
+{{- define "ma-job.testLabels" -}}
+helm.sh/chart: {{ include "ma-job.chart" . }}
+app.kubernetes.io/name: {{ include "ma-job.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: test
+app.kubernetes.io/part-of: tickpipe
+{{- end }}
+
+{{/* NetworkPolicy peer: this release's `helm test` pods. */}}
+{{- define "ma-job.testPeer" -}}
+podSelector:
+  matchLabels:
+    app.kubernetes.io/instance: {{ .Release.Name }}
+    app.kubernetes.io/component: test
 {{- end }}

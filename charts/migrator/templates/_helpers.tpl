@@ -51,3 +51,23 @@ app.kubernetes.io/part-of: tickpipe
       key: {{ . }}
 {{- end }}
 {{- end }}
+
+{{/* Labels of the `helm test` pods: without the selector labels, so that no Service or NetworkPolicy of the chart
+takes a test pod for the workload. */}}
+{{- define "migrator.testLabels" -}}
+helm.sh/chart: {{ include "migrator.chart" . }}
+app.kubernetes.io/name: {{ include "migrator.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: test
+app.kubernetes.io/part-of: tickpipe
+{{- end }}
+
+{{/* NetworkPolicy peer: this release's `helm test` pods. */}}
+{{- define "migrator.testPeer" -}}
+podSelector:
+  matchLabels:
+    app.kubernetes.io/instance: {{ .Release.Name }}
+    app.kubernetes.io/component: test
+{{- end }}

@@ -1,0 +1,353 @@
+"""The deployment files agree with each other and with the code: stage names, versions, environment variable
+names, healthchecks, non-root images, no secrets. Static checks (no Docker engine here); the command lines the
+images run are executed by test_images.py."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.deploy.dockerfiles import IMAGE_PREFIX, STAGES, Dockerfile, compose, env_file, skaffold, versions
+from tickpipe.config import Settings
+
+pytestmark = pytest.mark.unit
+SETTINGS_VARIABLES = {name.upper() for name in Settings.model_fields}
+# Variables the tickpipe images may set besides Settings' fields, each read by something named here.
+OTHER_VARIABLES = {
+    "TICKPIPE_HOME": "tickpipe.config.state_dir (README: Configuration)",
+    "FLINK_PROPERTIES": "the Flink image's entrypoint: configuration of jobmanager/taskmanager",
+    "JOB_MANAGER_RPC_ADDRESS": "the Flink image's entrypoint: where TaskManagers find the JobManager",
+    "FLINK_LOG_DIR": "Flink's client scripts (where `flink run` logs)",
+    "PATH": "the interpreter and the `tickpipe` command of /opt/venv",
+    "PYTHONDONTWRITEBYTECODE": "Python",
+    "PYTHONUNBUFFERED": "Python",
+    "UV_PYTHON_INSTALL_DIR": "uv, in the ma-job image's build",
+}
+ONE_SHOT = "service_completed_successfully"
+
+
+def services() -> dict[str, dict[str, Any]]:
+    return dict(compose()["services"])
+
+
+def tickpipe_services() -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in services().items() if s.get("image", "").startswith(IMAGE_PREFIX)}
+
+
+def dotenv() -> dict[str, str]:
+    return env_file(REPO / ".env")
+
+
+def interpolate(text: str) -> str:
+    """${VAR} from .env, as docker compose does (defaults `:-` honoured)."""
+
+    def value(match: re.Match[str]) -> str:
+        name, _, default = match.group(1).partition(":-")
+        return dotenv().get(name, default)
+
+    return re.sub(r"\$\{([^}:?]+(?::-[^}]*)?)\}", value, text)
+
+
+# -- one set of stage names ---------------------------------------------------------------------------------------
+def test_every_stage_has_a_chart_a_compose_service_and_a_skaffold_artifact() -> None:
+    assert STAGES == ["ingestor", "ma-job", "migrator"]
+    charts = {path.parent.name for path in (REPO / "charts").glob("*/Chart.yaml")}
+    assert set(STAGES) <= charts, f"stages without a chart: {set(STAGES) - charts}"
+    assert set(STAGES) <= set(services()), f"stages without a compose service: {set(STAGES) - set(services())}"
+    artifacts = {a["image"]: a["docker"]["dockerfile"] for a in skaffold()["build"]["artifacts"]}
+    assert artifacts == {f"{IMAGE_PREFIX}{stage}": f"services/{stage}/Dockerfile" for stage in STAGES}
+
+
+def test_compose_builds_each_stage_image_from_its_own_dockerfile() -> None:
+    for name, service in tickpipe_services().items():
+        stage = service["image"].removeprefix(IMAGE_PREFIX).split(":")[0]
+        assert stage in STAGES, f"{name} runs an image of no stage: {service['image']}"
+        assert service["build"]["dockerfile"] == f"services/{stage}/Dockerfile", name
+        assert service["build"]["context"] == "."
+
+
+def test_skaffold_sets_each_stage_subchart_image_repository_and_tag() -> None:
+    templates = skaffold()["deploy"]["helm"]["releases"][0]["setValueTemplates"]
+    for stage in STAGES:
+        name = f"{IMAGE_PREFIX}{stage}".replace("-", "_")
+        assert templates[f"{stage}.image.repository"] == f"{{{{.IMAGE_REPO_{name}}}}}"
+        assert templates[f"{stage}.image.tag"] == f"{{{{.IMAGE_TAG_{name}}}}}"
+        values = yaml.safe_load((REPO / "charts" / stage / "values.yaml").read_text())
+        assert {"repository", "tag"} <= set(values["image"]), f"charts/{stage} has no image.repository/tag"
+    assert skaffold()["deploy"]["helm"]["releases"][0]["chartPath"] == "charts/tickpipe"
+    assert {profile["name"] for profile in skaffold()["profiles"]} == {"kind", "minikube"}
+
+
+def test_skaffold_profiles_use_values_files_that_exist() -> None:
+    for profile in skaffold()["profiles"]:
+        for patch in profile["patches"]:
+            for values_file in patch["value"]:
+                assert (REPO / values_file).is_file(), f"profile {profile['name']}: {values_file} is missing"
+
+
+# -- health and order ---------------------------------------------------------------------------------------------
+def one_shots() -> set[str]:
+    return {
+        dependency
+        for service in services().values()
+        for dependency, spec in (service.get("depends_on") or {}).items()
+        if spec["condition"] == ONE_SHOT
+    }
+
+
+def test_every_service_has_a_healthcheck_or_is_a_one_shot_that_others_wait_for() -> None:
+    for name, service in services().items():
+        check = service.get("healthcheck") or {}
+        if name in one_shots():
+            assert check.get("disable") is True and service.get("restart") == "no", name
+        else:
+            assert check.get("test"), f"{name} has no healthcheck"
+            assert {"interval", "timeout", "retries", "start_period"} <= set(check), name
+
+
+def test_dependencies_wait_for_health_or_successful_completion() -> None:
+    for name, service in services().items():
+        for dependency, spec in (service.get("depends_on") or {}).items():
+            assert dependency in services(), f"{name} depends on unknown {dependency}"
+            assert spec["condition"] in {"service_healthy", ONE_SHOT}, f"{name} -> {dependency}"
+    assert services()["ma-job"]["depends_on"]["migrator"]["condition"] == ONE_SHOT
+    assert services()["ingestor"]["depends_on"]["sim"]["condition"] == "service_healthy"
+
+
+def test_infra_profile_is_kafka_its_topics_timescaledb_prometheus_and_grafana() -> None:
+    infra = {name for name, service in services().items() if "infra" in service.get("profiles", [])}
+    assert infra == {"kafka", "topics", "timescaledb", "prometheus", "grafana"}
+    assert all("pipeline" in service.get("profiles", []) for service in services().values())
+    assert dotenv()["COMPOSE_PROFILES"] == "pipeline"  # `docker compose up` starts everything
+
+
+def test_kafka_runs_kraft_with_a_host_and_an_internal_listener() -> None:
+    kafka = services()["kafka"]
+    environment = kafka["environment"]
+    assert environment["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "ZOOKEEPER" not in str(kafka).upper()
+    assert environment["KAFKA_ADVERTISED_LISTENERS"] == "INTERNAL://kafka:29092,HOST://localhost:9092"
+    assert kafka["ports"] == ["127.0.0.1:9092:9092"]
+    internal = {s["environment"].get("KAFKA_BOOTSTRAP_SERVERS") for s in tickpipe_services().values()} - {None}
+    assert internal == {"kafka:29092"}
+
+
+def test_published_ports_are_kafka_timescaledb_prometheus_grafana_and_flink_on_loopback() -> None:
+    published = {name: service["ports"] for name, service in services().items() if service.get("ports")}
+    assert published == {
+        "kafka": ["127.0.0.1:9092:9092"],
+        "timescaledb": ["127.0.0.1:5432:5432"],
+        "prometheus": ["127.0.0.1:9090:9090"],
+        "grafana": ["127.0.0.1:3000:3000"],
+        "flink-jobmanager": ["127.0.0.1:8081:8081"],
+    }
+
+
+def test_grafana_mounts_the_provisioning_and_dashboards_and_gets_every_variable_they_use() -> None:
+    grafana = services()["grafana"]
+    assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    assert "./grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
+    used = {
+        variable
+        for path in (REPO / "grafana" / "provisioning").rglob("*.y*ml")
+        for variable in re.findall(r"\$\{(\w+)\}", path.read_text())
+    }
+    assert used <= set(grafana["environment"]), f"not set for Grafana: {used - set(grafana['environment'])}"
+
+
+# -- metrics --------------------------------------------------------------------------------------------------------
+PROMETHEUS_CONFIG = "compose/prometheus.yml"
+FLINK_REPORTER = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+
+
+def flink_properties(service: dict[str, Any]) -> dict[str, str]:
+    """FLINK_PROPERTIES (`key: value` lines) of a compose service, as the Flink image's entrypoint reads them."""
+    text = (service.get("environment") or {}).get("FLINK_PROPERTIES", "")
+    pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def metrics_port(service: dict[str, Any]) -> int | None:
+    """The port a compose service serves Prometheus metrics on: METRICS_PORT of a tickpipe stage, the Prometheus
+    reporter's port of a Flink process; None when it serves none."""
+    if "METRICS_PORT" in (service.get("environment") or {}):
+        return int(service["environment"]["METRICS_PORT"])
+    properties = flink_properties(service)
+    if properties.get("metrics.reporter.prom.factory.class") == FLINK_REPORTER:
+        return int(properties["metrics.reporter.prom.port"])  # one port per container, not a range
+    return None
+
+
+def scrape_targets() -> dict[str, list[str]]:
+    """host:port targets of compose/prometheus.yml by job name."""
+    config = yaml.safe_load((REPO / PROMETHEUS_CONFIG).read_text())
+    return {
+        job["job_name"]: [target for static in job["static_configs"] for target in static["targets"]]
+        for job in config["scrape_configs"]
+    }
+
+
+def test_flink_processes_enable_the_prometheus_reporter_on_one_fixed_port() -> None:
+    for name in ("flink-jobmanager", "flink-taskmanager"):
+        properties = flink_properties(services()[name])
+        assert properties.get("metrics.reporter.prom.factory.class") == FLINK_REPORTER, name
+        assert re.fullmatch(r"\d+", properties.get("metrics.reporter.prom.port", "")), name
+
+
+def test_prometheus_scrapes_each_service_on_the_port_it_serves_metrics_on() -> None:
+    scraped: set[str] = set()
+    for job, targets in scrape_targets().items():
+        for target in targets:
+            host, _, port = target.rpartition(":")
+            assert host in services(), f"{PROMETHEUS_CONFIG} job {job}: {host} is not a compose service"
+            assert int(port) == metrics_port(services()[host]), f"{job}: {target} is not where {host} serves metrics"
+            scraped.add(host)
+    exporting = {name for name, service in services().items() if metrics_port(service) is not None}
+    assert scraped == exporting == {"ingestor", "flink-jobmanager", "flink-taskmanager"}
+
+
+def test_prometheus_image_is_pinned_to_a_v3_release_in_dotenv() -> None:
+    assert services()["prometheus"]["image"] == "prom/prometheus:${PROMETHEUS_VERSION}"
+    assert re.fullmatch(r"v3\.\d+\.\d+", dotenv()["PROMETHEUS_VERSION"]), dotenv()["PROMETHEUS_VERSION"]
+
+
+def test_prometheus_reads_its_config_read_only_and_keeps_data_on_a_named_volume() -> None:
+    prometheus = services()["prometheus"]
+    assert f"./{PROMETHEUS_CONFIG}:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    assert "prometheus-data:/prometheus" in prometheus["volumes"]
+    assert "prometheus-data" in compose()["volumes"]
+    assert "user" not in prometheus, "the image's own user (nobody) runs Prometheus: not root"
+    assert "/-/ready" in " ".join(prometheus["healthcheck"]["test"])
+
+
+def test_grafana_queries_the_compose_prometheus_once_it_is_ready() -> None:
+    grafana = services()["grafana"]
+    assert grafana["environment"]["PROMETHEUS_URL"] == "http://prometheus:9090"
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    assert set(services()["prometheus"]["profiles"]) == set(grafana["profiles"]) == {"infra", "pipeline"}
+
+
+# -- configuration ------------------------------------------------------------------------------------------------
+def test_tickpipe_services_set_only_variables_the_code_reads() -> None:
+    for name, service in tickpipe_services().items():
+        unknown = set(service.get("environment") or {}) - SETTINGS_VARIABLES - set(OTHER_VARIABLES)
+        assert not unknown, f"{name} sets variables nothing reads: {unknown}"
+    for stage in STAGES:
+        unknown = set(Dockerfile.of(stage).env()) - SETTINGS_VARIABLES - set(OTHER_VARIABLES)
+        assert not unknown, f"services/{stage}/Dockerfile sets variables nothing reads: {unknown}"
+
+
+def test_passwords_come_from_the_users_environment_and_are_required() -> None:
+    for name, service in services().items():
+        for variable, value in (service.get("environment") or {}).items():
+            if "PASSWORD" in variable:
+                source = re.fullmatch(r"\$\{(\w+):\?[^}]+\}", str(value))
+                assert source, f"{name}: {variable} must be ${{VAR:?message}} (required, no default), got {value!r}"
+    assert not [key for key in dotenv() if "PASSWORD" in key or "SECRET" in key or "TOKEN" in key]
+
+
+def test_live_binance_is_one_variable_away_from_the_simulator() -> None:
+    ingestor = services()["ingestor"]["environment"]
+    assert ingestor["BINANCE_WS_URL"] == "${BINANCE_WS_URL:-ws://sim:9443}"
+    all_interfaces = "0.0.0.0"  # noqa: S104 - inside its container, for the ingestor's container to reach it
+    assert services()["sim"]["command"][:5] == ["sim", "--host", all_interfaces, "--port", "9443"]
+
+
+# -- versions -----------------------------------------------------------------------------------------------------
+def test_compose_versions_equal_versions_env() -> None:
+    pinned, env = versions(), dotenv()
+    for name in ("KAFKA_VERSION", "FLINK_VERSION", "UV_VERSION", "TIMESCALEDB_IMAGE_TAG", "GRAFANA_VERSION"):
+        assert env[name] == pinned[name], name
+    assert env["PYTHON_PATCH_VERSION"].startswith(pinned["PYTHON_VERSION"] + ".")
+
+
+def test_every_compose_image_is_pinned() -> None:
+    images = {name: interpolate(service["image"]) for name, service in services().items()}
+    assert images["kafka"] == f"apache/kafka:{versions()['KAFKA_VERSION']}"
+    assert images["timescaledb"] == f"timescale/timescaledb:{versions()['TIMESCALEDB_IMAGE_TAG']}"
+    assert images["grafana"] == f"grafana/grafana:{versions()['GRAFANA_VERSION']}"
+    assert images["prometheus"] == f"prom/prometheus:{dotenv()['PROMETHEUS_VERSION']}"
+    for name, image in images.items():
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+", image) and not image.endswith(":latest"), f"{name}: {image}"
+
+
+def test_dockerfile_versions_equal_versions_env_and_the_compose_build_args() -> None:
+    pinned, env = versions(), dotenv()
+    for stage in STAGES:
+        args = Dockerfile.of(stage).global_args()
+        assert args["UV_VERSION"] == pinned["UV_VERSION"] == env["UV_VERSION"], stage
+        assert args["PYTHON_PATCH_VERSION"] == env["PYTHON_PATCH_VERSION"], stage
+        assert args["PYTHON_PATCH_VERSION"].startswith(pinned["PYTHON_VERSION"] + "."), stage
+    ma_job = Dockerfile.of("ma-job")
+    assert ma_job.global_args()["FLINK_VERSION"] == pinned["FLINK_VERSION"]
+    assert ma_job.global_args()["MAVEN_VERSION"] == dotenv()["MAVEN_VERSION"]
+    assert f"flink:{pinned['FLINK_VERSION']}-scala_2.12-java17" in ma_job.base_images()
+    lock = (REPO / "uv.lock").read_text()
+    assert f'name = "apache-flink"\nversion = "{pinned["FLINK_VERSION"]}"' in lock
+
+
+def test_base_images_are_pinned_to_a_release() -> None:
+    for stage in STAGES:
+        for image in Dockerfile.of(stage).base_images():
+            tag = image.rsplit(":", 1)[-1]
+            assert ":" in image and re.search(r"\d+\.\d+\.\d+", tag), f"{stage}: {image} is not pinned to a release"
+
+
+# -- the images ---------------------------------------------------------------------------------------------------
+def test_images_run_as_a_non_root_numeric_user() -> None:
+    for stage in STAGES:
+        user = Dockerfile.of(stage).user()
+        assert user and re.fullmatch(r"[1-9]\d*:[1-9]\d*", user), f"{stage}: USER {user}"
+
+
+def test_images_share_one_way_of_building_python() -> None:
+    """The uv and venv stages are the same text in every Dockerfile: one approach, not three copies drifting."""
+    built = {stage: Dockerfile.of(stage).stages() for stage in STAGES}
+    for name in ("uv", "venv"):
+        first = built[STAGES[0]][name]
+        for stage in STAGES[1:]:
+            assert built[stage][name] == first, f"services/{stage}/Dockerfile: stage {name} differs"
+    for stage, stages in built.items():
+        assert list(stages)[-1] == "runtime", stage
+        assert ("COPY", "--from=venv /opt/venv /opt/venv") in stages["runtime"], stage
+        extras = Dockerfile.of(stage).global_args()["EXTRAS"].split()
+        assert extras[0::2] == ["--extra"] * (len(extras) // 2) and stage in extras[1::2], stage
+
+
+def test_ma_job_image_ships_the_connector_jars_from_the_local_modes_pom_into_usrlib() -> None:
+    ma_job = Dockerfile.of("ma-job")
+    jars = ma_job.stages()["jars"]
+    assert ("COPY", "setup/maven/flink-connectors/pom.xml pom.xml") in jars
+    assert ("COPY", "--from=jars /build/flink-connectors/ /opt/flink/usrlib/flink-connectors/") in ma_job.stages()[
+        "runtime"
+    ]
+    assert ma_job.env()["JARS_DIR"] == "/opt/flink/usrlib"  # the job looks in JARS_DIR/flink-connectors
+    values = yaml.safe_load((REPO / "charts" / "ma-job" / "values.yaml").read_text())
+    assert values["job"]["entryClass"] == "org.apache.flink.client.python.PythonDriver"
+    assert values["job"]["jarURI"] == f"local:///opt/flink/opt/flink-python-{versions()['FLINK_VERSION']}.jar"
+
+
+def test_build_context_lets_in_only_what_the_images_copy() -> None:
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert "*" in ignore, ".dockerignore must be an allow-list (`*`, then `!path` lines)"
+    allowed = {line.removeprefix("!").rstrip("/") for line in ignore if line.startswith("!")}
+    for stage in STAGES:
+        for keyword, rest in Dockerfile.of(stage).instructions:
+            if keyword == "COPY" and not rest.startswith("--from"):
+                for source in rest.split()[:-1]:
+                    path = Path(source.rstrip("/"))
+                    assert any(str(p) in allowed for p in (path, *path.parents)), (
+                        f"{stage}: COPY {source} is not in .dockerignore's allow-list"
+                    )
+
+
+def test_make_k8s_up_script_is_executable_and_uses_the_kind_config() -> None:
+    script = REPO / "k8s" / "up.sh"
+    assert script.stat().st_mode & 0o111, "k8s/up.sh must be executable"
+    assert "k8s/kind-config.yaml" in script.read_text()
+    assert yaml.safe_load((REPO / "k8s" / "kind-config.yaml").read_text())["name"] == "tickpipe"
