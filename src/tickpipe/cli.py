@@ -37,6 +37,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("tickpipe.run.cli", "tool: run the whole pipeline locally (what `make run` calls)"),
     "top": ("tickpipe.top.cli", "tool: live terminal view of prices, MAs and pipeline health"),
     "chart": ("tickpipe.chart.cli", "tool: price + MA(5) + MA(20) + volume chart from the database, as PNG"),
+    "alert-level": (
+        "tickpipe.alerts.cli",
+        "tool: price levels the Grafana price alert watches per symbol: add|remove|list",
+    ),
     "k8s": (
         "tickpipe.k8s.cli",
         "tool: health of a cluster deployment (FlinkDeployment, Kafka, pods, Grafana)",

@@ -8,7 +8,7 @@ import math
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -331,21 +331,86 @@ def test_alert_queries_fire_on_a_cross_and_stay_quiet_otherwise(database: tuple[
     settings, _ = database
     rules = {rule["uid"]: rule for rule in alert_rules()}
 
-    def values(uid: str, **literals: str) -> dict[str, float]:
-        sql = rules[uid]["data"][0]["model"]["rawSql"]
-        for old, new in literals.items():  # what an operator edits in the file
-            assert old in sql
-            sql = sql.replace(old, new)
-        columns, rows = run(settings, sql)
+    def values(uid: str) -> dict[str, float]:
+        columns, rows = run(settings, rules[uid]["data"][0]["model"]["rawSql"])
         assert columns[-1] == "value"
         return {str(row[0]) if len(row) > 1 else "all": float(row[-1]) for row in rows}
 
     crosses = values("tickpipe-ma-cross")
     assert crosses["UPDOWNUSDT"] > 0  # the fall crossed MA(5) under MA(20)
     assert crosses["STEADYUSDT"] == 0  # a steady rise never crosses
-    # UPDOWN fell through 150 a few seconds ago; STEADY (50 to 68) never came near it.
-    level = {"100000::float8": "150::float8"}
-    assert values("tickpipe-price-cross", **level, BTCUSDT="UPDOWNUSDT") == {"UPDOWNUSDT": 1}
-    assert values("tickpipe-price-cross", **level, BTCUSDT="STEADYUSDT") == {"STEADYUSDT": 0}
     age = values("tickpipe-no-ticks")["all"]
     assert 0 <= age < 120  # fresh data: the "no new ticks" alert stays quiet
+
+
+# -- the price alert: one instance per row of price_alert_levels ------------------------------------------------
+@pytest.fixture
+def alert_levels(database: tuple[Settings, bool]) -> Iterator[Callable[..., None]]:
+    """Sets the rows of price_alert_levels (as `tickpipe alert-level add` would); empties it afterwards, since the
+    TimescaleDB engine is shared by the session."""
+    settings, _ = database
+
+    def set_levels(*levels: tuple[str, float]) -> None:
+        with psycopg.connect(settings.conninfo("owner"), prepare_threshold=None) as conn:
+            conn.execute("DELETE FROM price_alert_levels")
+            for symbol, level in levels:
+                conn.execute("INSERT INTO price_alert_levels (symbol, level) VALUES (%s, %s)", (symbol, level))
+
+    yield set_levels
+    set_levels()
+
+
+def price_alert(settings: Settings) -> dict[tuple[str, str], float]:
+    """The price rule's query as Grafana runs it (reader role): {(symbol label, level label): value}."""
+    rule = next(rule for rule in alert_rules() if rule["uid"] == "tickpipe-price-cross")
+    columns, rows = run(settings, rule["data"][0]["model"]["rawSql"])
+    # Grafana makes one series per row of a table: string columns become its labels, the numeric one its value.
+    assert columns == ["symbol", "level", "value"]
+    assert all(isinstance(symbol, str) and isinstance(level, str) for symbol, level, _ in rows)
+    return {(symbol, level): float(value) for symbol, level, value in rows}
+
+
+@pytest.mark.integration
+def test_the_price_alert_fires_for_a_crossed_level_and_not_for_others_or_symbols_without_levels(
+    database: tuple[Settings, bool], alert_levels: Callable[..., None]
+) -> None:
+    settings, _ = database
+    assert price_alert(settings) == {}  # no levels: no series, which the rule treats as OK
+    # In the last 5 minutes UPDOWN rose from 175 to 187.5 and fell to 138.5, through 150 a few seconds before the
+    # data ends; it passed 120 twenty minutes earlier and never reached 200. STEADY has ticks but no level.
+    alert_levels(("UPDOWNUSDT", 150), ("UPDOWNUSDT", 200), ("UPDOWNUSDT", 120))
+    assert price_alert(settings) == {
+        ("UPDOWNUSDT", "120"): 0,
+        ("UPDOWNUSDT", "150"): 1,
+        ("UPDOWNUSDT", "200"): 0,
+    }
+
+
+@pytest.mark.integration
+def test_the_price_alert_counts_crosses_both_ways_a_touch_once_and_one_at_the_window_edge(
+    database: tuple[Settings, bool], alert_levels: Callable[..., None]
+) -> None:
+    settings, _ = database
+    now = datetime.now(UTC)
+    # 120 ten minutes ago (before the 5-minute window), then 95, 100, 99, 101 in the last minute.
+    ticks = [
+        (timedelta(minutes=10), 120.0),
+        *((timedelta(seconds=s), p) for s, p in [(40, 95.0), (30, 100.0), (20, 99.0), (10, 101.0)]),
+    ]
+    with psycopg.connect(settings.conninfo("owner"), prepare_threshold=None) as conn:
+        conn.execute("DELETE FROM price_ticks WHERE symbol = 'EDGEUSDT'")
+        for ago, price in ticks:
+            conn.execute("INSERT INTO price_ticks VALUES (%s, 'EDGEUSDT', %s, 1, NULL, NULL)", (now - ago, price))
+    try:
+        alert_levels(("EDGEUSDT", 110), ("EDGEUSDT", 100), ("EDGEUSDT", 130), ("NOTICKSUSDT", 1.5))
+        assert price_alert(settings) == {
+            # 120 → 95 crossed 110 inside the window, though the tick before it is older than the window.
+            ("EDGEUSDT", "110"): 1,
+            # 120 → 95 down, 95 → 100 up (reaching the level counts), 100 → 99 (from the level: no), 99 → 101 up.
+            ("EDGEUSDT", "100"): 3,
+            ("EDGEUSDT", "130"): 0,
+            ("NOTICKSUSDT", "1.5"): 0,  # a level of a symbol without ticks is a quiet instance, not an error
+        }
+    finally:
+        with psycopg.connect(settings.conninfo("owner"), prepare_threshold=None) as conn:
+            conn.execute("DELETE FROM price_ticks WHERE symbol = 'EDGEUSDT'")
