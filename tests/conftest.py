@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,12 @@ from tickpipe.stack.manager import LocalStack
 
 REPO = Path(__file__).resolve().parent.parent
 EXTERNAL = os.environ.get("TICKPIPE_TEST_EXTERNAL") == "1"
+
+# A shell starts its background jobs with SIGINT ignored, and an ignored signal stays ignored in every child: the
+# tests that press Ctrl-C on a stage (os.killpg(..., SIGINT)) would then wait for nothing. A handler of our own is
+# reset to the default in the children instead.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class TestStack:

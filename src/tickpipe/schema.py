@@ -8,6 +8,7 @@ On the wire (Kafka topic `price-ticks`, key = symbol) a tick is UTF-8 JSON:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -44,7 +45,13 @@ class Tick:
 
 def format_timestamp(event_time_ms: int) -> str:
     seconds, millis = divmod(event_time_ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    return f"{_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    # Ticks of one second share this prefix: formatted once, not for each of the thousands of them.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def parse_timestamp(value: str) -> int:

@@ -7,9 +7,10 @@ subscription reply or a `serverShutdown` notice is rejected with a reason (Inval
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from typing import Any
+
+import orjson
 
 from tickpipe.schema import InvalidTick, Tick, validate_tick
 
@@ -23,8 +24,8 @@ class Control(Enum):
 
 def normalize(raw: str | bytes) -> Tick | Control:
     try:
-        message: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        message: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         raise InvalidTick("not JSON") from None
     if not isinstance(message, dict):
         raise InvalidTick("not a JSON object")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from tickpipe.config import Settings
 from tickpipe.ingestor import metrics
@@ -35,6 +36,8 @@ class TickRouter:
     last_message_at: float = field(default_factory=time.monotonic)
     sent: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Each symbol's counter child, looked up once: labels() on every message cost ~10 % of the message path.
+    _accepted: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, connection: Connection, text: str) -> None:
         self.last_message_at = time.monotonic()
@@ -64,7 +67,10 @@ class TickRouter:
             # Under the lock: per-symbol order into Kafka is the exchange's order even with two connections.
             self.sink.send(tick)
             self.sent += 1
-        metrics.MESSAGES.labels(tick.symbol).inc()
+        counter = self._accepted.get(tick.symbol)
+        if counter is None:
+            counter = self._accepted[tick.symbol] = metrics.MESSAGES.labels(tick.symbol)
+        counter.inc()
 
 
 class Ingestor:
