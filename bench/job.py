@@ -16,6 +16,7 @@ from confluent_kafka import Producer
 from bench.report import Measurement
 from bench.workload import ticks
 from tickpipe.config import MaEngine, Settings
+from tickpipe.db import price_tick_rows
 from tickpipe.kafka import producer_config
 from tickpipe.ma_job.cli import submit
 from tickpipe.ma_job.flink_rest import FlinkRest
@@ -53,14 +54,6 @@ def _sink_records(metrics_urls: list[str], job_id: str) -> int:
     return int(total)
 
 
-def _table_rows(settings: Settings) -> int:
-    import psycopg
-
-    with psycopg.connect(settings.conninfo("owner")) as conn:
-        row = conn.execute("SELECT count(*) FROM price_ticks").fetchone()
-    return int(row[0]) if row else 0
-
-
 def drain(
     settings: Settings,
     engine: MaEngine,
@@ -79,7 +72,8 @@ def drain(
         with psycopg.connect(run.conninfo("owner"), autocommit=True) as conn:
             conn.execute("TRUNCATE price_ticks")
     job_id = submit(run, discard_sink=discard)
-    progress = (lambda: _sink_records(metrics_urls, job_id)) if discard else (lambda: _table_rows(run))
+    conninfo = run.conninfo("owner")
+    progress = (lambda: _sink_records(metrics_urls, job_id)) if discard else (lambda: price_tick_rows(conninfo))
     started: float | None = None
     first = 0
     deadline = time.monotonic() + timeout

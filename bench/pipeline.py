@@ -20,6 +20,7 @@ import psycopg
 
 from bench.local_stack import fresh_settings
 from bench.report import StepResult
+from tickpipe.db import price_tick_rows
 from tickpipe.run.pipeline import LocalPipeline, RunOptions
 from tickpipe.stack.manager import LocalStack
 
@@ -63,12 +64,6 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": ordered[-1]}
 
 
-def _rows(conninfo: str) -> int:
-    with psycopg.connect(conninfo) as conn:
-        row = conn.execute("SELECT count(*) FROM price_ticks").fetchone()
-    return int(row[0]) if row else 0
-
-
 def _produced(metrics_url: str) -> float:
     with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=2) as response:  # noqa: S310 - our own child
         text = response.read().decode()
@@ -102,7 +97,7 @@ def run_step(stack: LocalStack, home: Path, rate: float, symbol_count: int, seco
     try:
         pipeline.start(lambda message: None)
         deadline = time.monotonic() + 180
-        while _rows(conninfo) == 0:
+        while price_tick_rows(conninfo) == 0:
             pipeline.check()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no rows within 180 s at {rate:,.0f} ticks/s; see {home / 'logs'}")
@@ -115,7 +110,7 @@ def run_step(stack: LocalStack, home: Path, rate: float, symbol_count: int, seco
                 process.cpu_percent()
         peak: dict[str, float] = dict.fromkeys(processes, 0.0)
         metrics_url = pipeline.metrics_urls["ingestor"]
-        rows0, produced0, start = _rows(conninfo), _produced(metrics_url), time.perf_counter()
+        rows0, produced0, start = price_tick_rows(conninfo), _produced(metrics_url), time.perf_counter()
         sampler.recording = True
         while time.perf_counter() - start < seconds:
             time.sleep(1.0)
@@ -130,7 +125,7 @@ def run_step(stack: LocalStack, home: Path, rate: float, symbol_count: int, seco
                 peak[name] = max(peak[name], rss)
         sampler.recording = False
         elapsed = time.perf_counter() - start
-        rows1, produced1 = _rows(conninfo), _produced(metrics_url)
+        rows1, produced1 = price_tick_rows(conninfo), _produced(metrics_url)
         cpu = {}
         for name, group in processes.items():
             total = 0.0

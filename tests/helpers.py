@@ -12,6 +12,7 @@ import psycopg
 from confluent_kafka import Consumer, Producer
 
 from tickpipe.config import Settings
+from tickpipe.db import price_tick_rows
 from tickpipe.kafka import producer_config
 from tickpipe.schema import Tick
 
@@ -73,13 +74,7 @@ def table_rows(settings: Settings) -> pd.DataFrame:
 
 
 def row_count(settings: Settings) -> int:
-    """Rows in price_ticks; 0 while the table does not exist yet (the pipeline may still be migrating)."""
-    with psycopg.connect(settings.conninfo("owner")) as conn:
-        exists = conn.execute("SELECT to_regclass('price_ticks') IS NOT NULL").fetchone()
-        if not exists or not exists[0]:
-            return 0
-        row = conn.execute("SELECT count(*) FROM price_ticks").fetchone()
-    return int(row[0]) if row else 0
+    return price_tick_rows(settings.conninfo("owner"))
 
 
 def assert_same_rows(actual: pd.DataFrame, expected: pd.DataFrame) -> None:

@@ -25,3 +25,13 @@ def wait_for_database(conninfo: str, timeout: float = 30.0, *, where: str = "") 
         time.sleep(0.2)
     reason = str(last_error).strip().splitlines()[0] if last_error else "timed out"
     raise DatabaseNotReady(f"PostgreSQL {where or 'server'} did not answer SELECT 1 within {timeout:.0f} s: {reason}")
+
+
+def price_tick_rows(conninfo: str) -> int:
+    """Rows in price_ticks; 0 while the table does not exist yet (the pipeline may still be migrating)."""
+    with psycopg.connect(conninfo) as conn:
+        exists = conn.execute("SELECT to_regclass('price_ticks') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return 0
+        row = conn.execute("SELECT count(*) FROM price_ticks").fetchone()
+    return int(row[0]) if row else 0
