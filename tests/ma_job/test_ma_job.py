@@ -29,7 +29,7 @@ from tickpipe.ma_job.cli import ResumePoint
 from tickpipe.ma_job.flink_rest import FlinkRest
 from tickpipe.ma_job.tables import job_name
 from tickpipe.migrator.migrate import migrate
-from tickpipe.schema import Tick
+from tickpipe.schema import Tick, parse_tick
 
 pytestmark = pytest.mark.integration
 
@@ -146,6 +146,9 @@ def test_moving_averages_match_pandas_and_bad_records_go_to_the_dead_letter_topi
     ]
     assert {record["stage"] for record in dead} == {"ma-job"}
     assert "this is not json" in {record["raw"] for record in dead}
+    # A stale tick's record carries the tick itself, as JSON text like every raw record.
+    stale = [record["raw"] for record in dead if record["reason"].startswith(("duplicate", "out-of-order"))]
+    assert sorted(parse_tick(raw).event_time_ms for raw in stale) == [ticks[0].event_time_ms, ticks[57].event_time_ms]
 
 
 def test_a_killed_job_resumes_from_its_checkpoint_with_one_row_per_tick(job: JobUnderTest) -> None:

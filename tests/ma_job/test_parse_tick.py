@@ -103,7 +103,7 @@ def python_verdict(payload: str) -> tuple[object, ...]:
         tick = parse_tick(payload)
     except InvalidTick as error:
         return rejected(str(error))
-    return (tick.symbol, tick.event_time_ms, tick.price, tick.volume)
+    return (tick.symbol, tick.event_time_ms, tick.price, tick.volume, tick.source)
 
 
 @pytest.fixture(scope="module")
@@ -125,19 +125,20 @@ def jvm_verdicts(t_env: object, payloads: list[str]) -> list[tuple[object, ...]]
     table = t_env.from_elements([(i, p) for i, p in enumerate(payloads)], ["i", "payload"])  # type: ignore[attr-defined]
     t_env.create_temporary_view("payloads", table)  # type: ignore[attr-defined]
     result = t_env.sql_query(  # type: ignore[attr-defined]
-        "SELECT i, p.symbol, p.ts, p.price, p.volume, p.reason FROM payloads, LATERAL TABLE(PARSE_TICK(payload)) AS p"
+        "SELECT i, p.symbol, p.ts, p.price, p.volume, p.source, p.reason "
+        "FROM payloads, LATERAL TABLE(PARSE_TICK(payload)) AS p"
     )
     with result.execute().collect() as rows:
         by_index = {row[0]: tuple(row)[1:] for row in rows}
     t_env.drop_temporary_view("payloads")  # type: ignore[attr-defined]
     verdicts = []
     for i in range(len(payloads)):
-        symbol, ts, price, volume, reason = by_index[i]
+        symbol, ts, price, volume, source, reason = by_index[i]
         if reason is not None:
             verdicts.append(rejected(reason))
         else:
             millis = round(ts.replace(tzinfo=UTC).timestamp() * 1000)
-            verdicts.append((symbol, millis, price, volume))
+            verdicts.append((symbol, millis, price, volume, source))
     return verdicts
 
 

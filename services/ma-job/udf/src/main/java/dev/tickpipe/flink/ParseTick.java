@@ -22,7 +22,7 @@ import org.apache.flink.table.functions.TableFunction;
 import org.apache.flink.types.Row;
 
 /**
- * PARSE_TICK(payload): the wire JSON of a tick to exactly one row (symbol, ts, price, volume, reason).
+ * PARSE_TICK(payload): the wire JSON of a tick to exactly one row (symbol, ts, price, volume, source, reason).
  *
  * <p>A valid tick has {@code reason} NULL; anything else has the other fields NULL and the reason the dead-letter
  * record carries. The rules and reasons are those of {@code tickpipe.schema.parse_tick}, the Python parser the
@@ -32,7 +32,8 @@ import org.apache.flink.types.Row;
  * <p>A table function rather than a scalar one returning ROW: the planner may evaluate a scalar function once per
  * field it reads; a LATERAL TABLE call parses each record exactly once.
  */
-@FunctionHint(output = @DataTypeHint("ROW<symbol STRING, ts TIMESTAMP(3), price DOUBLE, volume DOUBLE, reason STRING>"))
+@FunctionHint(output = @DataTypeHint(
+        "ROW<symbol STRING, ts TIMESTAMP(3), price DOUBLE, volume DOUBLE, source STRING, reason STRING>"))
 public class ParseTick extends TableFunction<Row> {
 
     private static final Set<String> NOT_FINITE = Set.of("nan", "inf", "infinity");
@@ -77,7 +78,7 @@ public class ParseTick extends TableFunction<Row> {
         try {
             collect(parse(payload));
         } catch (Invalid invalid) {
-            collect(Row.of(null, null, null, null, invalid.getMessage()));
+            collect(Row.of(null, null, null, null, null, invalid.getMessage()));
         }
     }
 
@@ -142,7 +143,9 @@ public class ParseTick extends TableFunction<Row> {
         }
         LocalDateTime ts = LocalDateTime.ofEpochSecond(
                 Math.floorDiv(eventTimeMs, 1000), (int) Math.floorMod(eventTimeMs, 1000) * 1_000_000, ZoneOffset.UTC);
-        return Row.of(symbol.text.toUpperCase(Locale.ROOT), ts, price, volume, null);
+        // As Python's str() of it: text as is, other JSON values as their repr.
+        String source = values[4].text;
+        return Row.of(symbol.text.toUpperCase(Locale.ROOT), ts, price, volume, source, null);
     }
 
     private static int fieldIndex(String name) {
