@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if "ingest" in parts:
             run_ingest(results, rows, 20.0 if full else 10.0, home)
         if "job" in parts:
-            run_job(results, stack, 2_000_000 if full else 1_000_000, 400_000 if full else 100_000, args.symbols)
+            run_job(results, stack, 3_000_000 if full else 1_000_000, 300_000 if full else 100_000, args.symbols)
         if "pipeline" in parts:
             # 2,000 ticks/s is where the latency target (p99 <= 500 ms) is set; 20,000 the throughput target.
             rates = [2_000, 5_000, 10_000, 20_000, 30_000, 40_000] if full else [2_000, 10_000, 20_000]
