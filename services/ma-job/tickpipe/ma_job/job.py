@@ -89,7 +89,8 @@ JAR_SETS = ("flink-connectors", "ma-job-udf")
 
 
 def connector_jars(jars_dir: Path) -> list[str]:
-    """The jars the job ships with it (none in a container image, where they sit in /opt/flink/usrlib already)."""
+    """The jars the job ships with it (pipeline.jars). In the ma-job image JARS_DIR is /opt/flink/usrlib, which an
+    application cluster also has on its classpath; a session cluster (compose) gets them from here."""
     return sorted(path.resolve().as_uri() for name in JAR_SETS for path in (jars_dir / name).glob("*.jar"))
 
 
