@@ -109,6 +109,16 @@ def plot_latency(steps: list[StepResult], out: Path) -> Path:
     axis.set_xlabel("offered rate (ticks/s, log)")
     axis.set_ylabel("end-to-end latency (ms, log)")
     axis.set_title("tickpipe: event time → row readable in PostgreSQL")
+    for s in steps:
+        if not s.sustained:  # its latencies describe a pipeline falling behind: say so on the plot
+            axis.annotate(
+                f"not sustained:\n{s.delivered_rate:,.0f}/s delivered",
+                (s.offered_rate, s.latency_ms["p50"]),
+                textcoords="offset points",
+                xytext=(0, -30),
+                ha="right",
+                fontsize=8,
+            )
     axis.axhline(500, color="red", linewidth=0.8, linestyle=":", label="500 ms target")
     axis.grid(alpha=0.3, which="both")
     axis.legend()
