@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
 from dataclasses import dataclass
+
+import orjson
 
 # Plausible starting prices for the usual majors; other symbols start somewhere between 0.01 and 1000.
 START_PRICES = {"BTCUSDT": 97000.0, "ETHUSDT": 3600.0, "BNBUSDT": 650.0, "SOLUSDT": 240.0, "XRPUSDT": 1.4}
@@ -87,4 +88,6 @@ def ticker_event(state: SymbolState) -> dict[str, object]:
 
 
 def encode(event: dict[str, object]) -> str:
-    return json.dumps(event, separators=(",", ":"))
+    # Compact JSON, byte for byte what json.dumps(separators=(",", ":")) writes for these ASCII fields, ~9x faster:
+    # at tens of thousands of ticks/s the simulator shares the machine with the pipeline it feeds.
+    return orjson.dumps(event).decode()
