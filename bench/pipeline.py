@@ -7,6 +7,7 @@ readable in PostgreSQL, observed by polling a sample of symbols every 50 ms for 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -119,7 +120,9 @@ def run_step(stack: LocalStack, home: Path, rate: float, symbol_count: int, seco
         processes = _stage_processes(pipeline, stack)
         for group in processes.values():
             for process in group:
-                process.cpu_percent()
+                # A PostgreSQL backend or a Flink Python worker may end between listing and priming.
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.cpu_percent()
         peak: dict[str, float] = dict.fromkeys(processes, 0.0)
         metrics_url = pipeline.metrics_urls["ingestor"]
         rows0, produced0, start = price_tick_rows(conninfo), _produced(metrics_url), time.perf_counter()
