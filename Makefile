@@ -9,15 +9,18 @@ PYTEST_ARGS ?=
 # Local Kubernetes for make k8s-up / make dev: kind or minikube
 K8S ?= kind
 
-.PHONY: help setup run test test-fast lint fmt typecheck validate bench bench-full stack-up stack-down clean distclean k8s-up dev
+.PHONY: help setup setup-runtime run test test-fast lint fmt typecheck validate bench bench-full stack-up stack-down clean distclean k8s-up dev
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: ## install everything from the lock files (venv, jars, PostgreSQL, tools); fast when done
 	@setup/setup.sh
 
-run: setup ## run the whole pipeline locally on the simulated exchange (SOURCE=binance for live)
+setup-runtime: ## what running the pipeline needs: setup without the validation tools (helm, kubeconform, ...)
+	@setup/setup.sh --runtime
+
+run: setup-runtime ## run the whole pipeline locally on the simulated exchange (SOURCE=binance for live)
 	@$(BIN)/tickpipe run --source $(SOURCE) $(if $(SYMBOLS),--symbols $(SYMBOLS))
 
 test: setup lint typecheck validate ## lint, type check, validate manifests, then all tests
@@ -40,13 +43,13 @@ typecheck: setup ## mypy --strict on the package
 validate: setup ## render and validate charts, manifests, compose and skaffold config
 	@scripts/validate.sh
 
-bench: setup ## quick benchmarks (<= 5 min), results in BENCHMARKS.md
+bench: setup-runtime ## quick benchmarks (<= 5 min), results in BENCHMARKS.md
 	@$(BIN)/python -m bench.run --quick
 
-bench-full: setup ## full benchmarks
+bench-full: setup-runtime ## full benchmarks
 	@$(BIN)/python -m bench.run --full
 
-stack-up: setup ## start the local engines only (Kafka, PostgreSQL, Flink)
+stack-up: setup-runtime ## start the local engines only (Kafka, PostgreSQL, Flink)
 	@$(BIN)/tickpipe stack up
 
 stack-down: ## stop the local engines
@@ -63,4 +66,4 @@ clean: stack-down ## stop the stack and remove local data (.tickpipe: data, logs
 	rm -rf .tickpipe
 
 distclean: clean ## also remove downloaded dependencies (.venv, .deps)
-	rm -rf $(VENV) .deps setup/timescaledb/node_modules
+	rm -rf $(VENV) .deps setup/timescaledb/node_modules setup/grafana/node_modules

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # `make setup`: everything tickpipe needs on a fresh machine, idempotent; a second run takes seconds.
+# `setup.sh --runtime`: all but the validation tools (what running the pipeline and the benchmarks needs).
 #   - system packages (apt): PostgreSQL server, JDK 17, Maven, Node.js (only what is missing)
 #   - Python virtualenv .venv from uv.lock (uv itself pinned in versions.env)
 #   - pinned jars from Maven Central (setup/maven/*/pom.xml) into .deps/jars/<set>
@@ -83,6 +84,7 @@ if [ -f "$schema/package-lock.json" ]; then
 fi
 
 # -- validation tools (helm, kubeconform, ...) --------------------------------------------------------------------
-if [ -x setup/tools.sh ]; then setup/tools.sh; fi
+# Not needed to run the pipeline: `--runtime` (make run, bench, stack-up) skips the few minutes they take to build.
+if [ "${1:-}" != "--runtime" ]; then setup/tools.sh; fi
 
 step "setup complete"
