@@ -87,16 +87,16 @@ def over_websocket(settings: Settings, symbol_count: int, seconds: float, log_di
             env={**os.environ, **settings.as_env(), "BINANCE_WS_URL": sim.url, "METRICS_PORT": str(port)},
         ).start()
         try:
-            url = f"http://127.0.0.1:{port}/metrics"
-            wait_until(lambda: _produced(url) > 0, 60)
+            url = f"http://127.0.0.1:{port}"
+            wait_until(lambda: _ingesting(url), 60)
             process = psutil.Process(stage.pid)
             process.cpu_percent()
-            first, start = _produced(url), time.perf_counter()
+            first, start = produced_ticks(url), time.perf_counter()
             peak = 0.0
             while time.perf_counter() - start < seconds:
                 time.sleep(0.5)
                 peak = max(peak, process.memory_info().rss / 2**20)
-            produced, elapsed = _produced(url) - first, time.perf_counter() - start
+            produced, elapsed = produced_ticks(url) - first, time.perf_counter() - start
             cpu = process.cpu_percent()
         finally:
             stage.stop()
@@ -108,17 +108,19 @@ def over_websocket(settings: Settings, symbol_count: int, seconds: float, log_di
     )
 
 
-def _produced(url: str) -> float:
+def produced_ticks(metrics_url: str) -> float:
+    """Ticks Kafka has acknowledged to the ingestor serving metrics at `metrics_url` (its own counter)."""
+    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=2) as response:  # noqa: S310 - our own child
+        text = response.read().decode()
+    prefix = 'tickpipe_ingest_produced_total{topic="ticks"}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def _ingesting(metrics_url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own child process
-            text = response.read().decode()
-    except OSError:
-        return 0.0
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith('tickpipe_ingest_produced_total{topic="ticks"}')
-    )
+        return produced_ticks(metrics_url) > 0
+    except OSError:  # its metrics server is not up yet
+        return False
 
 
-__all__ = ["message_path", "over_websocket", "raw_producer"]
+__all__ = ["message_path", "over_websocket", "produced_ticks", "raw_producer"]

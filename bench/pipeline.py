@@ -11,7 +11,6 @@ import contextlib
 import os
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
+from bench.ingest import produced_ticks
 from bench.local_stack import fresh_settings
 from bench.report import StepResult
 from tickpipe.db import price_tick_rows
@@ -73,15 +73,8 @@ def _warm_up(rate: float, conninfo: str, metrics_url: str, check: Callable[[], N
     while time.monotonic() - start < 60:
         time.sleep(1.0)  # the warm-up's pace, under a deadline
         check()
-        if time.monotonic() - start >= 10 and _produced(metrics_url) - price_tick_rows(conninfo) < rate:
+        if time.monotonic() - start >= 10 and produced_ticks(metrics_url) - price_tick_rows(conninfo) < rate:
             return
-
-
-def _produced(metrics_url: str) -> float:
-    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=2) as response:  # noqa: S310 - our own child
-        text = response.read().decode()
-    prefix = 'tickpipe_ingest_produced_total{topic="ticks"}'
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
 
 
 def _stage_processes(pipeline: LocalPipeline, stack: LocalStack) -> dict[str, list[psutil.Process]]:
@@ -125,7 +118,7 @@ def run_step(stack: LocalStack, home: Path, rate: float, symbol_count: int, seco
                     process.cpu_percent()
         peak: dict[str, float] = dict.fromkeys(processes, 0.0)
         metrics_url = pipeline.metrics_urls["ingestor"]
-        rows0, produced0, start = price_tick_rows(conninfo), _produced(metrics_url), time.perf_counter()
+        rows0, produced0, start = price_tick_rows(conninfo), produced_ticks(metrics_url), time.perf_counter()
         sampler.recording = True
         while time.perf_counter() - start < seconds:
             time.sleep(1.0)
@@ -140,7 +133,7 @@ def run_step(stack: LocalStack, home: Path, rate: float, symbol_count: int, seco
                 peak[name] = max(peak[name], rss)
         sampler.recording = False
         elapsed = time.perf_counter() - start
-        rows1, produced1 = price_tick_rows(conninfo), _produced(metrics_url)
+        rows1, produced1 = price_tick_rows(conninfo), produced_ticks(metrics_url)
         cpu = {}
         for name, group in processes.items():
             total = 0.0

@@ -203,9 +203,8 @@ def ensure_roles(conn: psycopg.Connection[tuple[object, ...]], settings: Setting
             conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, name))
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(name))
             conn.execute(sql.SQL("GRANT " + grants + " ON price_ticks TO {}").format(name))
-            conn.execute(sql.SQL("GRANT SELECT ON schema_migrations TO {}").format(name))
-            # Every table the migrations made is readable (e.g. price_alert_levels, which Grafana's price alert
-            # reads): on a new database the migrations run before the default privileges below exist.
+            # Every table the migrations made is readable (schema_migrations, price_alert_levels which Grafana's
+            # price alert reads, ...): on a new database the migrations run before the default privileges below exist.
             conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(name))
             # Tables and views added by later migrations (e.g. aggregates) become readable too.
             conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(name))
