@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -14,6 +13,7 @@ from confluent_kafka import Producer
 from bench.report import Measurement
 from tickpipe.config import Settings
 from tickpipe.kafka import producer_config
+from tickpipe.metrics import sample_sum, scrape
 from tickpipe.sim.market import Market, encode
 
 
@@ -110,10 +110,7 @@ def over_websocket(settings: Settings, symbol_count: int, seconds: float, log_di
 
 def produced_ticks(metrics_url: str) -> float:
     """Ticks Kafka has acknowledged to the ingestor serving metrics at `metrics_url` (its own counter)."""
-    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=2) as response:  # noqa: S310 - our own child
-        text = response.read().decode()
-    prefix = 'tickpipe_ingest_produced_total{topic="ticks"}'
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+    return sample_sum(scrape(f"{metrics_url}/metrics"), "tickpipe_ingest_produced_total", topic="ticks")
 
 
 def _ingesting(metrics_url: str) -> bool:

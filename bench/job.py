@@ -8,7 +8,6 @@ Prometheus reporter every 200 ms (the REST API's copy is refreshed only every 10
 from __future__ import annotations
 
 import time
-import urllib.request
 import uuid
 
 from confluent_kafka import Producer
@@ -20,6 +19,7 @@ from tickpipe.db import price_tick_rows
 from tickpipe.kafka import producer_config
 from tickpipe.ma_job.cli import submit
 from tickpipe.ma_job.flink_rest import FlinkRest
+from tickpipe.metrics import scrape
 
 
 def preload(settings: Settings, count: int, symbol_count: int) -> None:
@@ -39,18 +39,17 @@ def _sink_records(metrics_urls: list[str], job_id: str) -> int:
     total = 0.0
     for url in metrics_urls:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - the local Flink's reporter
-                text = response.read().decode()
+            samples = scrape(url)
         except OSError:
             continue  # the JobManager's port, or a reporter not up yet
-        for line in text.splitlines():
-            if (
-                line.startswith("flink_taskmanager_job_task_operator_numRecordsIn{")
-                and f'job_id="{job_id}"' in line
-                and ('operator_name="price_ticks' in line or 'operator_name="Sink:_price_ticks' in line)
-                and "Committer" not in line
-            ):
-                total += float(line.rsplit(" ", 1)[1])
+        total += sum(
+            s.value
+            for s in samples
+            if s.name == "flink_taskmanager_job_task_operator_numRecordsIn"
+            and s.labels.get("job_id") == job_id
+            and s.labels.get("operator_name", "").startswith(("price_ticks", "Sink:_price_ticks"))
+            and "Committer" not in s.labels.get("operator_name", "")
+        )
     return int(total)
 
 

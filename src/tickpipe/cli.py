@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Protocol
 
-from tickpipe.config import ConfigError, Settings, load_settings
+from tickpipe.config import Settings, load_settings
+from tickpipe.errors import ConfigError, TickpipeError
 from tickpipe.logs import configure_logging
 
 
@@ -46,10 +47,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "tool: health of a cluster deployment (FlinkDeployment, Kafka, pods, Grafana)",
     ),
 }
-
-
-class CommandError(Exception):
-    """An expected failure with a one-line message for the user (no traceback)."""
 
 
 def _available() -> dict[str, Subcommand]:
@@ -92,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"tickpipe: {error}", file=sys.stderr)
         return 2
-    except CommandError as error:
+    except TickpipeError as error:
         print(f"tickpipe {args.command}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -100,8 +97,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m tickpipe.cli` runs this file as `__main__`; subcommands raise `tickpipe.cli.CommandError`, so
-    # dispatch through the imported module, whose classes are the ones they raise.
-    from tickpipe.cli import main as imported_main
-
-    sys.exit(imported_main())
+    sys.exit(main())

@@ -19,12 +19,10 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tickpipe.errors import ConfigError
+
 DEFAULT_SYMBOLS = ("btcusdt", "ethusdt", "bnbusdt", "solusdt", "xrpusdt")
 _SYMBOL = re.compile(r"^[a-z0-9]{2,20}$")
-
-
-class ConfigError(Exception):
-    """A configuration value is invalid; the message is one line that names the variable."""
 
 
 class LogFormat(StrEnum):

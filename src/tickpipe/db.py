@@ -6,9 +6,7 @@ import time
 
 import psycopg
 
-
-class DatabaseNotReady(RuntimeError):
-    pass
+from tickpipe.errors import DatabaseNotReady
 
 
 def wait_for_database(conninfo: str, timeout: float = 30.0, *, where: str = "") -> None:

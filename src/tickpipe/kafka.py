@@ -10,10 +10,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from tickpipe.config import Settings
-
-
-class KafkaNotReady(RuntimeError):
-    pass
+from tickpipe.errors import KafkaNotReady
 
 
 def admin_client(bootstrap_servers: str, **overrides: Any) -> AdminClient:

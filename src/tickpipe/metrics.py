@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 HealthCheck = Callable[[], tuple[bool, str]]
 
@@ -66,3 +69,17 @@ class MetricsServer:
 def _probe(check: HealthCheck) -> tuple[int, str, bytes]:
     ok, detail = check()
     return (200 if ok else 503), "text/plain", (detail + "\n").encode()
+
+
+def scrape(url: str, timeout: float = 2.0) -> list[Sample]:
+    """Every sample a Prometheus endpoint serves (raises OSError when it does not answer)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - local or configured endpoints
+        text = response.read().decode()
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def sample_sum(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels`."""
+    return sum(
+        s.value for s in samples if s.name == name and all(s.labels.get(key) == value for key, value in labels.items())
+    )

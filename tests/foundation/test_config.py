@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from tickpipe.config import DEFAULT_SYMBOLS, ConfigError, Settings, load_settings
+from tickpipe.config import DEFAULT_SYMBOLS, Settings, load_settings
+from tickpipe.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 

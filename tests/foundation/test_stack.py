@@ -11,10 +11,11 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from tests.conftest import REPO, TestStack
 
+from tickpipe.errors import StackError
 from tickpipe.kafka import admin_client, ensure_topics
 from tickpipe.stack.components import Postgres
 from tickpipe.stack.manager import LocalStack
-from tickpipe.stack.process import StackError, pid_alive
+from tickpipe.stack.process import pid_alive
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import REPO, TestStack
 
 from tickpipe.config import Settings
-from tickpipe.migrator.migrate import MigrationError, discover, migrate, plan
+from tickpipe.errors import MigrationError
+from tickpipe.migrator.migrate import discover, migrate, plan
 
 pytestmark = pytest.mark.integration
 MIGRATIONS = REPO / "storage" / "migrations"

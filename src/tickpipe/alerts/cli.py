@@ -6,8 +6,8 @@ import argparse
 
 import psycopg
 
-from tickpipe.cli import CommandError
 from tickpipe.config import Settings
+from tickpipe.errors import CommandError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +44,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if not levels.has_ticks(settings, symbol):
             print(f"note: price_ticks has no rows for {symbol} yet (is it in SYMBOLS?)")
         return 0
-    except levels.AlertLevelError as error:
-        raise CommandError(str(error)) from None
     except psycopg.errors.UndefinedTable:
         raise CommandError("table price_alert_levels does not exist: run `tickpipe migrate` first") from None
     except psycopg.Error as error:

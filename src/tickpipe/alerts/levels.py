@@ -13,12 +13,9 @@ from dataclasses import dataclass
 import psycopg
 
 from tickpipe.config import Settings
+from tickpipe.errors import AlertLevelError
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")  # the table's CHECK, and the ingestor's symbols upper-cased
-
-
-class AlertLevelError(ValueError):
-    """Bad input or a missing row; the message is one line for the user."""
 
 
 @dataclass(frozen=True)

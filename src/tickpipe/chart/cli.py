@@ -7,8 +7,8 @@ from pathlib import Path
 
 import psycopg
 
-from tickpipe.cli import CommandError
 from tickpipe.config import Settings
+from tickpipe.errors import CommandError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,13 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from tickpipe.chart.data import ChartError, parse_duration, read_series
+    from tickpipe.chart.data import parse_duration, read_series
     from tickpipe.chart.plot import plot
 
     try:
         series = read_series(settings, args.symbol.upper(), parse_duration(args.since))
-    except ChartError as error:
-        raise CommandError(str(error)) from None
     except psycopg.Error as error:
         raise CommandError(f"cannot read price_ticks: {str(error).strip().splitlines()[0]}") from None
     out = plot(series, args.out)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import psycopg
 
 from tickpipe.config import Settings
+from tickpipe.errors import ChartError
 
 MAX_POINTS = 2000
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -30,10 +31,6 @@ RAW_SQL = """
 SELECT time, price, ma_short, ma_long, volume FROM price_ticks
 WHERE symbol = %(symbol)s AND time >= %(since)s ORDER BY time
 """
-
-
-class ChartError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)

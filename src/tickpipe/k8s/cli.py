@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from tickpipe.cli import CommandError
 from tickpipe.config import Settings
 
 
@@ -24,12 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from tickpipe.k8s.status import ClusterUnreachable, collect, connect, render
+    from tickpipe.k8s.status import collect, connect, render
 
-    try:
-        api = connect(args.kubeconfig, args.context, timeout=args.timeout)
-        report = collect(api, args.namespace)
-    except ClusterUnreachable as error:
-        raise CommandError(str(error)) from None
+    api = connect(args.kubeconfig, args.context, timeout=args.timeout)
+    report = collect(api, args.namespace)
     print(render(report))
     return 0 if report.healthy else 1

@@ -19,15 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tickpipe.errors import ClusterUnreachable
+
 FLINK = ("flink.apache.org", "v1beta1", "flinkdeployments")
 KAFKA = ("kafka.strimzi.io", "v1", "kafkas")
 KAFKA_TOPIC = ("kafka.strimzi.io", "v1", "kafkatopics")
 HEALTHY_JOB_MANAGER = {"READY"}
 HEALTHY_LIFECYCLE = {"STABLE", "DEPLOYED"}
-
-
-class ClusterUnreachable(Exception):
-    """No usable cluster: no kubeconfig, or the API server does not answer. The message is one line."""
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,10 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from tickpipe.cli import CommandError
 from tickpipe.config import Settings, load_settings, state_dir
-from tickpipe.db import DatabaseNotReady
-from tickpipe.kafka import KafkaNotReady
+from tickpipe.errors import TickpipeError
 from tickpipe.logs import get_logger
-from tickpipe.migrator.migrate import MigrationError
 from tickpipe.run.pipeline import LocalPipeline, Progress, RunOptions
-from tickpipe.stack.process import StackError
 
 log = get_logger(__name__)
 
@@ -78,9 +74,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             _live(pipeline, settings)
     except KeyboardInterrupt:
         pass
-    except (StackError, KafkaNotReady, DatabaseNotReady, MigrationError) as error:
+    except TickpipeError:
         _stop(pipeline, progress)
-        raise CommandError(str(error)) from None
+        raise
     _stop(pipeline, progress)
     return 0
 

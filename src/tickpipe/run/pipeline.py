@@ -13,19 +13,20 @@ import json
 import os
 import signal
 import socket
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from tickpipe.config import Settings, load_settings
+from tickpipe.errors import StackError
 from tickpipe.kafka import ensure_topics, wait_for_broker
 from tickpipe.logs import get_logger
+from tickpipe.metrics import sample_sum, scrape
 from tickpipe.migrator.migrate import migrate
 from tickpipe.run.stages import StageProcess
 from tickpipe.stack.manager import LocalStack
-from tickpipe.stack.process import StackError, free_port, wait_until
+from tickpipe.stack.process import free_port, wait_until
 
 log = get_logger(__name__)
 Progress = Callable[[str], None]
@@ -169,11 +170,10 @@ class LocalPipeline:
 
         def drained() -> bool:
             try:
-                with urllib.request.urlopen(f"{url}/metrics", timeout=2) as response:  # noqa: S310 - our own child
-                    text = response.read().decode()
+                samples = scrape(f"{url}/metrics")
             except OSError:
                 return True  # not answering: nothing more to wait for
-            return any(line == "tickpipe_ingest_connections 0.0" for line in text.splitlines())
+            return sample_sum(samples, "tickpipe_ingest_connections") == 0
 
         if not wait_until(drained, timeout):
             log.warning("ingestor_not_drained", timeout_s=timeout)

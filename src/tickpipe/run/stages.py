@@ -10,7 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tickpipe.stack.process import StackError, tail, wait_until
+from tickpipe.errors import StackError
+from tickpipe.stack.process import tail, wait_until
 
 
 @dataclass

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from tickpipe.cli import CommandError
 from tickpipe.config import Settings, state_dir
 from tickpipe.stack.manager import COMPONENTS, LocalStack
-from tickpipe.stack.process import StackError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,20 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     stack = LocalStack(state_dir(), settings.jars_dir.resolve())
-    try:
-        if args.action == "up":
-            only = tuple(name.strip() for name in args.only.split(",") if name.strip())
-            exports = stack.up(only, fixed_ports=args.fixed_ports, timeout=args.timeout)
-            print(f"stack up; state in {stack.home}; point the stages at it with:")
-            for key, value in exports.items():
-                print(f"  export {key}={'<in ' + str(stack.env_file) + '>' if 'PASSWORD' in key else value}")
-            return 0
-        if args.action == "down":
-            killed = stack.down()
-            print("stack down" + (f" (had to kill: {', '.join(killed)})" if killed else ""))
-            return 0
-    except StackError as error:
-        raise CommandError(str(error)) from None
+    if args.action == "up":
+        only = tuple(name.strip() for name in args.only.split(",") if name.strip())
+        exports = stack.up(only, fixed_ports=args.fixed_ports, timeout=args.timeout)
+        print(f"stack up; state in {stack.home}; point the stages at it with:")
+        for key, value in exports.items():
+            print(f"  export {key}={'<in ' + str(stack.env_file) + '>' if 'PASSWORD' in key else value}")
+        return 0
+    if args.action == "down":
+        killed = stack.down()
+        print("stack down" + (f" (had to kill: {', '.join(killed)})" if killed else ""))
+        return 0
     rows = stack.status()
     for row in rows:
         state = f"running (pid {row.pid})" if row.running else "stopped"

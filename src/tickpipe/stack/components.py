@@ -17,9 +17,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
-from tickpipe.db import DatabaseNotReady, wait_for_database
-from tickpipe.kafka import KafkaNotReady, wait_for_broker
-from tickpipe.stack.process import RunAs, StackError, tail, wait_until
+from tickpipe.db import wait_for_database
+from tickpipe.errors import DatabaseNotReady, KafkaNotReady, StackError
+from tickpipe.kafka import wait_for_broker
+from tickpipe.stack.process import RunAs, tail, wait_until
 
 
 class Component(ABC):

@@ -16,16 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tickpipe.errors import StackError
 from tickpipe.stack.components import Component, FlinkCluster, KafkaBroker, Postgres
-from tickpipe.stack.process import (
-    StackError,
-    cmdline_contains,
-    free_port,
-    pid_alive,
-    port_is_free,
-    spawn,
-    stop_pid,
-)
+from tickpipe.stack.process import cmdline_contains, free_port, pid_alive, port_is_free, spawn, stop_pid
 
 COMPONENTS = ("kafka", "postgres", "flink")
 # How each engine wants to be stopped: Kafka and Flink shut down cleanly on SIGTERM; PostgreSQL's "fast"

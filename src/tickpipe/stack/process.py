@@ -13,10 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class StackError(RuntimeError):
-    """A stack component failed; the message names the component, what failed and where its log is."""
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

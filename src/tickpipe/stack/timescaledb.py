@@ -12,7 +12,8 @@ import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from tickpipe.stack.process import StackError, free_port, tail, wait_until
+from tickpipe.errors import StackError
+from tickpipe.stack.process import free_port, tail, wait_until
 
 ENGINE_DIR = Path(__file__).resolve().parents[3] / "setup" / "timescaledb"
 # PGlite accepts any password; libpq insists on sending one when the server asks.

@@ -7,8 +7,8 @@ import signal
 import threading
 from types import FrameType
 
-from tickpipe.cli import CommandError
-from tickpipe.config import ConfigError, Settings, load_settings
+from tickpipe.config import Settings, load_settings
+from tickpipe.errors import CommandError, ConfigError
 from tickpipe.ingestor.service import Ingestor
 from tickpipe.logs import get_logger
 from tickpipe.metrics import MetricsServer

@@ -19,10 +19,10 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from tickpipe.cli import CommandError
 from tickpipe.config import MaEngine, Settings, state_dir
+from tickpipe.errors import CommandError, FlinkRestError
 from tickpipe.logs import get_logger
-from tickpipe.ma_job.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError
+from tickpipe.ma_job.flink_rest import TERMINAL_STATES, FlinkRest
 from tickpipe.ma_job.tables import job_name
 
 log = get_logger("tickpipe.ma_job")
@@ -88,33 +88,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     rest = FlinkRest(settings.flink_rest_url)
     name = job_name(settings)
     resume_point = ResumePoint(settings.kafka_group_id)
-    try:
-        running = rest.running(name)
-        if args.stop:
-            for job in running:
-                location = rest.stop_with_savepoint(job.job_id, None)
-                resume_point.save(location, job.job_id, resume_point.engine() or engine)
-                print(f"stopped job {job.job_id}; savepoint {location}")
-            return 0
-        if running and args.resume_if_possible:
-            # A launcher that was killed left its job running: take it over through a savepoint.
-            location = rest.stop_with_savepoint(running[0].job_id, None)
-            resume_point.save(location, running[0].job_id, resume_point.engine() or engine)
-            log.info("job_taken_over", job_id=running[0].job_id, savepoint=location)
-        elif running:
-            raise CommandError(
-                f"job {name} is already running as {running[0].job_id}; stop it first: tickpipe ma-job --stop"
-            )
-        resume = args.resume or (resume_point.load() if args.resume_if_possible else None)
-        if resume and not args.resume and resume_point.engine() not in (None, engine):
-            raise CommandError(
-                f"the last run of this job used the {resume_point.engine()} engine; its state cannot be restored by "
-                f"the {engine} engine: start with --engine {resume_point.engine()}, or delete {resume_point.path} "
-                "to start over from the committed Kafka offsets"
-            )
-        job_id = submit(settings, resume=resume, discard_sink=args.discard_sink)
-    except FlinkRestError as error:
-        raise CommandError(str(error)) from None
+    running = rest.running(name)
+    if args.stop:
+        for job in running:
+            location = rest.stop_with_savepoint(job.job_id, None)
+            resume_point.save(location, job.job_id, resume_point.engine() or engine)
+            print(f"stopped job {job.job_id}; savepoint {location}")
+        return 0
+    if running and args.resume_if_possible:
+        # A launcher that was killed left its job running: take it over through a savepoint.
+        location = rest.stop_with_savepoint(running[0].job_id, None)
+        resume_point.save(location, running[0].job_id, resume_point.engine() or engine)
+        log.info("job_taken_over", job_id=running[0].job_id, savepoint=location)
+    elif running:
+        raise CommandError(
+            f"job {name} is already running as {running[0].job_id}; stop it first: tickpipe ma-job --stop"
+        )
+    resume = args.resume or (resume_point.load() if args.resume_if_possible else None)
+    if resume and not args.resume and resume_point.engine() not in (None, engine):
+        raise CommandError(
+            f"the last run of this job used the {resume_point.engine()} engine; its state cannot be restored by "
+            f"the {engine} engine: start with --engine {resume_point.engine()}, or delete {resume_point.path} "
+            "to start over from the committed Kafka offsets"
+        )
+    job_id = submit(settings, resume=resume, discard_sink=args.discard_sink)
     log.info("job_submitted", job=name, engine=engine, job_id=job_id, resumed_from=resume, rest=settings.flink_rest_url)
     print(f"SUBMITTED {job_id}", flush=True)
     if args.detached:

@@ -9,11 +9,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from tickpipe.errors import FlinkRestError
+
 TERMINAL_STATES = {"FINISHED", "FAILED", "CANCELED", "SUSPENDED"}
-
-
-class FlinkRestError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)

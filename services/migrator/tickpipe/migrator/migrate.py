@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from tickpipe.config import Settings
+from tickpipe.errors import MigrationError
 from tickpipe.logs import get_logger
 
 log = get_logger("tickpipe.migrator")
@@ -25,10 +26,6 @@ _FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<variant>t
 # A fixed key for pg_advisory_lock: every migrator of every replica serialises on it.
 _LOCK_KEY = 7_463_001
 NO_TRANSACTION = "-- tickpipe: no-transaction"
-
-
-class MigrationError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
