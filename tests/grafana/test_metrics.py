@@ -4,13 +4,11 @@ ingestor's prometheus_client metrics, and what Flink's Prometheus reporter serve
 from __future__ import annotations
 
 import re
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from tests.conftest import TestStack
@@ -19,6 +17,7 @@ from tests.helpers import produce, random_walk, wait_for
 from tests.ma_job import test_ma_job as ma_job
 from tickpipe.ingestor import metrics as ingestor_metrics
 from tickpipe.ma_job.tables import job_name
+from tickpipe.metrics import scrape
 
 job = ma_job.job  # the MA job tests' fixture: a job of the parametrised engine on private topics and database
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset"}
@@ -108,18 +107,17 @@ def test_the_dashboards_query_the_ingestor_metrics_by_their_exported_names_and_l
 @pytest.mark.unit
 def test_every_queried_metric_belongs_to_a_stage() -> None:
     for selector in prometheus_selectors():
-        assert selector.name.startswith(("tickpipe_ingest_", "flink_taskmanager_job_task_")), selector
+        assert selector.name.startswith(("tickpipe_ingest_", "flink_taskmanager_job_task_", "flink_jobmanager_job_")), (
+            selector
+        )
 
 
-def scrape(stack: TestStack) -> list[Sample]:
+def flink_samples(stack: TestStack) -> list[Sample]:
     """Every sample the Flink cluster's Prometheus reporters serve (JobManager and TaskManager ports)."""
     port = stack.local.ports("flink")["metrics"]
-    samples = []
-    for metrics_port in (port, port + 1):
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
-            text = response.read().decode()
-        samples += [sample for family in text_string_to_metric_families(text) for sample in family.samples]
-    return samples
+    return [
+        sample for metrics_port in (port, port + 1) for sample in scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+    ]
 
 
 def total(samples: list[Sample], selector: Selector, job_name: str) -> float:
@@ -145,7 +143,7 @@ def test_the_flink_metrics_in_the_dashboards_are_served_by_a_running_ma_job(
     rows_written = next(s for s in queried if "Sink:_price_ticks" in str(s.matchers))
 
     def served() -> list[Sample]:
-        samples = scrape(flink)
+        samples = flink_samples(flink)
         return samples if total(samples, dead_letters, flink_job) >= len(bad) else []
 
     samples = wait_for(served, 60, "the ma-job's dead letters in Flink's metrics")

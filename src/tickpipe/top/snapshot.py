@@ -135,12 +135,17 @@ def probe_flink(rest_url: str) -> Health:
     job = running[0]
     detail = "RUNNING"
     try:
+        # Restarts mean a failing dependency (database or broker away): Flink retries from its last checkpoint.
+        metric = _get_json(f"{rest_url}/jobs/{job['jid']}/metrics?get=numRestarts")
+        restarts = int(metric[0]["value"]) if metric else 0
+        if restarts:
+            detail += f", {restarts} restart{'s' if restarts > 1 else ''}"
         checkpoints = _get_json(f"{rest_url}/jobs/{job['jid']}/checkpoints")
         completed = (checkpoints.get("latest") or {}).get("completed") or {}
         if completed:
             age = time.time() - completed["latest_ack_timestamp"] / 1000
             detail += f", checkpoint {age:.0f} s ago"
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, IndexError):
         pass
     return Health("ma-job", True, detail)
 
