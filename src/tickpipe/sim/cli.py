@@ -25,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--malformed-every", type=int, default=0, help="a malformed frame after every N events")
     parser.add_argument("--max-ticks", type=int, help="stop publishing after N events")
     parser.add_argument("--record", type=Path, help="append every event sent to a client to this JSON-lines file")
+    parser.add_argument(
+        "--refuse-status",
+        type=int,
+        choices=[403, 451],
+        help="answer every connection with this HTTP status, as Binance does from a restricted region (451)",
+    )
 
 
 def symbols_from(args: argparse.Namespace, settings: Settings) -> list[str]:
@@ -40,7 +46,7 @@ async def _serve(options: SimOptions) -> None:
     await exchange.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal stops it like Ctrl-C
         loop.add_signal_handler(sig, stop.set)
     print(f"READY {exchange.url}", flush=True)
     await stop.wait()
@@ -61,6 +67,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         malformed_every=args.malformed_every,
         max_ticks=args.max_ticks,
         record=args.record,
+        refuse_status=args.refuse_status,
     )
     asyncio.run(_serve(options))
     return 0

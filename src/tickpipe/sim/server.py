@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from tickpipe.logs import get_logger
 from tickpipe.sim.market import Market, encode
@@ -31,6 +32,14 @@ from tickpipe.sim.market import Market, encode
 log = get_logger("tickpipe.sim")
 MAX_STREAMS = 1024
 MAX_INCOMING_PER_SECOND = 5
+# What Binance answers instead of the WebSocket handshake: 451 from a restricted location (its terms' eligibility
+# clause), 403 when its web application firewall blocks the client.
+REFUSALS = {
+    451: "Service unavailable from a restricted location according to 'b. Eligibility' in "
+    "https://www.binance.com/en/terms. Please contact customer service if you believe you received this message in "
+    "error.",
+    403: "Forbidden: the request was blocked by the web application firewall.",
+}
 MALFORMED = [
     "this is not JSON",
     '{"e":"24hrTicker","E":1,"s":"BTCUSDT","c":"not-a-number","v":"1.0"}',
@@ -54,6 +63,7 @@ class SimOptions:
     malformed_every: int = 0  # send one malformed frame after every N events (0: never)
     max_ticks: int | None = None  # stop publishing after this many events in total
     record: Path | None = None  # JSON lines of every event sent to at least one client
+    refuse_status: int | None = None  # answer every handshake with this HTTP status (451: restricted location)
 
 
 @dataclass(eq=False)
@@ -97,6 +107,7 @@ class SimExchange:
             ping_interval=self.options.ping_interval,
             ping_timeout=self.options.ping_timeout,
             max_queue=64,
+            process_request=self._refuse if self.options.refuse_status else None,
         )
         self._publisher = asyncio.create_task(self._publish_loop())
 
@@ -110,6 +121,13 @@ class SimExchange:
             self._record.close()
 
     # -- connections --------------------------------------------------------------------------------------------
+    def _refuse(self, connection: ServerConnection, request: Request) -> Response:
+        status = self.options.refuse_status or 451
+        body = json.dumps({"code": 0, "msg": REFUSALS.get(status, "refused")})
+        response = connection.respond(status, body)
+        response.headers["Content-Type"] = "application/json"
+        return response
+
     async def _handle(self, connection: ServerConnection) -> None:
         request = connection.request
         path = urlsplit(request.path if request else "/")
@@ -194,8 +212,12 @@ class SimExchange:
         await client.connection.close(1000, "connection lifetime reached")
 
     async def _send_shutdown(self, client: Client) -> None:
+        # Binance sends the notice on raw streams as the event itself and on combined streams wrapped like any
+        # event, under the stream name `!serverShutdown`.
+        event = encode({"e": "serverShutdown", "E": time.time_ns() // 1_000_000})
+        frame = f'{{"stream":"!serverShutdown","data":{event}}}' if client.combined else event
         with contextlib.suppress(ConnectionClosed):
-            await client.connection.send(encode({"e": "serverShutdown", "E": time.time_ns() // 1_000_000}))
+            await client.connection.send(frame)
 
     # -- publishing ---------------------------------------------------------------------------------------------
     async def _publish_loop(self) -> None:

@@ -1,0 +1,68 @@
+"""The simulated exchange speaks Binance's protocol: what a client sees on raw and combined streams."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import websocket
+
+from tickpipe.sim.server import SimExchange, SimOptions, SimThread
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def sim() -> Iterator[tuple[SimThread, SimExchange]]:
+    thread = SimThread(SimOptions(symbols=["btcusdt"], rate=20.0))
+    with thread as exchange:
+        yield thread, exchange
+
+
+def next_event(ws: websocket.WebSocket, kind: str) -> dict[str, object]:
+    """The next message whose event type (unwrapped or not) is `kind`, as it arrived."""
+    while True:
+        message = json.loads(ws.recv())
+        data = message.get("data", message)
+        if data.get("e") == kind:
+            return dict(message)
+
+
+def test_a_combined_stream_gets_the_shutdown_notice_wrapped_as_stream_server_shutdown(
+    sim: tuple[SimThread, SimExchange],
+) -> None:
+    thread, exchange = sim
+    ws = websocket.create_connection(f"{exchange.url}/stream?streams=btcusdt@ticker", timeout=10)
+    try:
+        next_event(ws, "24hrTicker")
+        thread.call(exchange.announce_shutdown())
+        notice = next_event(ws, "serverShutdown")
+    finally:
+        ws.close()
+    assert notice["stream"] == "!serverShutdown"
+    assert set(notice) == {"stream", "data"}
+
+
+def test_a_raw_stream_gets_the_shutdown_notice_as_the_event_itself(sim: tuple[SimThread, SimExchange]) -> None:
+    thread, exchange = sim
+    ws = websocket.create_connection(f"{exchange.url}/ws/btcusdt@ticker", timeout=10)
+    try:
+        next_event(ws, "24hrTicker")
+        thread.call(exchange.announce_shutdown())
+        notice = next_event(ws, "serverShutdown")
+    finally:
+        ws.close()
+    assert "stream" not in notice
+    assert isinstance(notice["E"], int)
+
+
+@pytest.mark.parametrize("status", [451, 403])
+def test_a_refusing_exchange_answers_the_handshake_with_binance_s_http_status(status: int) -> None:
+    with (
+        SimThread(SimOptions(symbols=["btcusdt"], refuse_status=status)) as exchange,
+        pytest.raises(websocket.WebSocketBadStatusException) as refused,
+    ):
+        websocket.create_connection(f"{exchange.url}/stream?streams=btcusdt@ticker", timeout=10)
+    assert refused.value.status_code == status
+    assert "msg" in json.loads(refused.value.resp_body)
