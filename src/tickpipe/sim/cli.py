@@ -1,4 +1,5 @@
-"""`tickpipe sim`: run the simulated exchange until interrupted; prints `READY ws://host:port` when listening."""
+"""`tickpipe sim`: run the simulated exchange until interrupted; prints `READY ws://host:port http://host:port` (its
+WebSocket streams and its REST API) when listening."""
 
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-ticks", type=int, help="stop publishing after N events")
     parser.add_argument("--record", type=Path, help="append every event sent to a client to this JSON-lines file")
     parser.add_argument(
+        "--clock-speed", type=float, default=1.0, help="run the exchange's clock N times as fast (candle tests)"
+    )
+    parser.add_argument(
+        "--rest-weight-limit", type=int, default=6000, help="REST request weight per minute before 429 (Binance: 6000)"
+    )
+    parser.add_argument(
         "--refuse-status",
         type=int,
         choices=[403, 451],
@@ -48,7 +55,7 @@ async def _serve(options: SimOptions) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal stops it like Ctrl-C
         loop.add_signal_handler(sig, stop.set)
-    print(f"READY {exchange.url}", flush=True)
+    print(f"READY {exchange.url} {exchange.rest_url}", flush=True)
     await stop.wait()
     await exchange.close()
 
@@ -68,6 +75,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         max_ticks=args.max_ticks,
         record=args.record,
         refuse_status=args.refuse_status,
+        clock_speed=args.clock_speed,
+        rest_weight_limit=args.rest_weight_limit,
     )
     asyncio.run(_serve(options))
     return 0

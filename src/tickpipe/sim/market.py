@@ -24,6 +24,7 @@ class SymbolState:
     quote_volume: float = 0.0
     last_event_ms: int = 0
     trades: int = 0
+    last_quantity: float = 0.0  # the quantity of the trade behind the latest update (its candle's volume)
 
 
 class Market:
@@ -44,6 +45,7 @@ class Market:
         state.price *= math.exp(-0.5 * self.volatility**2 + self.volatility * shock)
         state.high, state.low = max(state.high, state.price), min(state.low, state.price)
         traded = self.rng.expovariate(1.0) * 10
+        state.last_quantity = traded
         state.volume += traded
         state.quote_volume += traded * state.price
         state.trades += 1

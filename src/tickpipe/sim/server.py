@@ -2,6 +2,8 @@
 
     /ws/<stream>[/<stream>...]      raw events (one stream per path segment)
     /stream?streams=<a>/<b>         combined: each event wrapped as {"stream": ..., "data": ...}
+    streams <symbol>@ticker (24hrTicker, every update) and <symbol>@kline_1m (the open candle every ~2 s, the
+    closed one when its minute ends); REST /api/v3/... on the same port (sim/rest.py: klines, exchangeInfo)
     SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS on either, at most 5 incoming messages/s (else disconnect)
 
 The server pings every `ping_interval` s and drops a client that has not answered within `ping_timeout` s;
@@ -27,7 +29,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tickpipe.logs import get_logger
+from tickpipe.sim.candles import Candle, CandleBook, kline_event
 from tickpipe.sim.market import Market, encode
+from tickpipe.sim.rest import RestApi
 
 log = get_logger("tickpipe.sim")
 MAX_STREAMS = 1024
@@ -64,6 +68,9 @@ class SimOptions:
     max_ticks: int | None = None  # stop publishing after this many events in total
     record: Path | None = None  # JSON lines of every event sent to at least one client
     refuse_status: int | None = None  # answer every handshake with this HTTP status (451: restricted location)
+    clock_speed: float = 1.0  # simulated ms per real ms: 60 makes a candle minute last one real second
+    kline_update_interval: float = 2.0  # real seconds between pushes of a symbol's open candle
+    rest_weight_limit: int = 6000  # REST request weight per minute before 429 (Binance: 6000 per IP)
 
 
 @dataclass(eq=False)
@@ -79,6 +86,10 @@ class SimExchange:
     def __init__(self, options: SimOptions) -> None:
         self.options = options
         self.market = Market(options.symbols, seed=options.seed)
+        self.books = {symbol: CandleBook(symbol) for symbol in self.market.states}
+        self.rest = RestApi(self.books, self.now_ms, options.rest_weight_limit)
+        self._origin = (time.time_ns() // 1_000_000, time.monotonic())
+        self._kline_pushed_at: dict[str, float] = {}
         self.clients: set[Client] = set()
         self.by_stream: dict[str, set[Client]] = defaultdict(set)
         self.published = 0
@@ -97,6 +108,15 @@ class SimExchange:
     def url(self) -> str:
         return f"ws://{self.options.host}:{self.port}"
 
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.options.host}:{self.port}"
+
+    def now_ms(self) -> int:
+        """The exchange's clock: wall time, running `clock_speed` times as fast since the start."""
+        origin_ms, origin_monotonic = self._origin
+        return origin_ms + int((time.monotonic() - origin_monotonic) * 1000 * self.options.clock_speed)
+
     async def start(self) -> None:
         if self.options.record:
             self._record = self.options.record.open("a", buffering=1 << 16)
@@ -107,7 +127,7 @@ class SimExchange:
             ping_interval=self.options.ping_interval,
             ping_timeout=self.options.ping_timeout,
             max_queue=64,
-            process_request=self._refuse if self.options.refuse_status else None,
+            process_request=self._process_request,
         )
         self._publisher = asyncio.create_task(self._publish_loop())
 
@@ -121,11 +141,20 @@ class SimExchange:
             self._record.close()
 
     # -- connections --------------------------------------------------------------------------------------------
-    def _refuse(self, connection: ServerConnection, request: Request) -> Response:
-        status = self.options.refuse_status or 451
-        body = json.dumps({"code": 0, "msg": REFUSALS.get(status, "refused")})
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """REST calls and refusals answered over HTTP; everything else goes on to the WebSocket handshake."""
+        if request.path.startswith("/api/"):
+            answer = self.rest.handle(request.path)
+            status, body, headers = answer.status, answer.encoded().decode(), answer.headers
+        elif self.options.refuse_status:
+            status = self.options.refuse_status
+            body, headers = json.dumps({"code": 0, "msg": REFUSALS.get(status, "refused")}), {}
+        else:
+            return None
         response = connection.respond(status, body)
         response.headers["Content-Type"] = "application/json"
+        for name, value in headers.items():
+            response.headers[name] = value
         return response
 
     async def _handle(self, connection: ServerConnection) -> None:
@@ -239,11 +268,16 @@ class SimExchange:
             await asyncio.sleep(max(0.0, delay))
 
     async def _publish(self, symbol: str) -> None:
+        # The market trades whether anyone listens or not: a client that was away finds the minutes it missed in
+        # the REST klines.
+        event = self.market.tick(symbol, self.now_ms())
+        state = self.market.states[symbol]
+        closed = self.books[symbol].trade(state.last_event_ms, state.price, state.last_quantity, state.trades)
+        await self._publish_klines(symbol, closed)
         stream = f"{symbol.lower()}@ticker"
         clients = list(self.by_stream.get(stream, ()))
         if not clients:
             return  # like the exchange: an update nobody subscribed to is not recorded as sent
-        event = self.market.tick(symbol)
         raw, combined = encode(event), None
         delivered = False
         for client in clients:
@@ -263,6 +297,23 @@ class SimExchange:
             self.published += 1
             if self._record:
                 self._record.write(f'{{"s":"{symbol}","E":{event["E"]},"c":"{event["c"]}","v":"{event["v"]}"}}\n')
+
+    async def _publish_klines(self, symbol: str, closed: list[Candle]) -> None:
+        stream = f"{symbol.lower()}@kline_1m"
+        clients = list(self.by_stream.get(stream, ()))
+        if not clients:
+            return
+        now = time.monotonic()
+        events = [kline_event(candle, True, self.now_ms()) for candle in closed]
+        current = self.books[symbol].current
+        if current is not None and now - self._kline_pushed_at.get(symbol, 0.0) >= self.options.kline_update_interval:
+            events.append(kline_event(current, False, self.now_ms()))
+            self._kline_pushed_at[symbol] = now
+        for event in events:
+            raw = encode(event)
+            for client in clients:
+                with contextlib.suppress(ConnectionClosed):
+                    await client.connection.send(f'{{"stream":"{stream}","data":{raw}}}' if client.combined else raw)
 
     # -- test controls ------------------------------------------------------------------------------------------
     async def drop_connections(self) -> None:
