@@ -25,6 +25,8 @@ log = get_logger("tickpipe.migrator")
 _FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<variant>timescaledb|postgres))?\.sql$")
 # A fixed key for pg_advisory_lock: every migrator of every replica serialises on it.
 _LOCK_KEY = 7_463_001
+# What the writer role (the MA job) writes; every table is readable by both roles.
+WRITTEN_TABLES = ("price_ticks", "candles_1m")
 NO_TRANSACTION = "-- tickpipe: no-transaction"
 
 
@@ -177,7 +179,7 @@ def _apply(conn: psycopg.Connection[tuple[object, ...]], migration: Migration) -
 
 
 def ensure_roles(conn: psycopg.Connection[tuple[object, ...]], settings: Settings) -> None:
-    """The writer (the MA job) may insert and update ticks; the reader (Grafana) may only select.
+    """The writer (the MA job) may insert and update ticks and candles; the reader (Grafana) may only select.
 
     Passwords come from DATABASE_WRITER_PASSWORD / DATABASE_READER_PASSWORD; without one the role exists but
     cannot log in, which is the safe default.
@@ -199,7 +201,8 @@ def ensure_roles(conn: psycopg.Connection[tuple[object, ...]], settings: Setting
                 log.warning("role_without_password", role=role, hint="set its *_PASSWORD variable to allow login")
             conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, name))
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(name))
-            conn.execute(sql.SQL("GRANT " + grants + " ON price_ticks TO {}").format(name))
+            for table in WRITTEN_TABLES:
+                conn.execute(sql.SQL("GRANT " + grants + " ON {} TO {}").format(sql.Identifier(table), name))
             # Every table the migrations made is readable (schema_migrations, price_alert_levels which Grafana's
             # price alert reads, ...): on a new database the migrations run before the default privileges below exist.
             conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(name))
