@@ -2,7 +2,8 @@
 
 baselines   Kafka produce→consume, PostgreSQL COPY and batched upserts of the same rows
 ingest      the ingestor's message path vs a raw producer; the ingestor process fed over WebSocket
-job         the MA job draining a pre-loaded topic: sql vs keyed, discarding sink vs PostgreSQL
+job         the MA job draining a pre-loaded topic: sql vs keyed, discarding sink vs PostgreSQL, and the same MAs
+            computed by one plain Python process (bench/python_pipeline.py)
 pipeline    the whole pipeline at rising offered rates until it cannot keep up (latency, CPU, RSS)
 """
 
@@ -13,7 +14,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench import ingest, job, pipeline
+from bench import ingest, job, pipeline, python_pipeline
 from bench.baselines import kafka_round_trip, postgres_copy, postgres_upserts
 from bench.local_stack import REPO, bench_stack, fresh_settings
 from bench.report import Measurement, StepResult, markdown, plot_latency
@@ -71,6 +72,9 @@ def run_job(results: Results, stack: LocalStack, ticks: int, keyed_ticks: int, s
                 ratio = rates[MaEngine.SQL, discard] / measurement.per_second
                 measurement = replace(measurement, note=f"sql engine: {ratio:.0f}x this")
             results.add("MA job (pre-loaded topic)", measurement)
+    alternative = python_pipeline.drain(settings, ticks)
+    ratio = rates[MaEngine.SQL, False] / alternative.per_second
+    results.add("MA job (pre-loaded topic)", replace(alternative, note=f"sql engine into postgres: {ratio:.1f}x this"))
 
 
 def run_pipeline(
