@@ -66,3 +66,35 @@ def test_a_refusing_exchange_answers_the_handshake_with_binance_s_http_status(st
         websocket.create_connection(f"{exchange.url}/stream?streams=btcusdt@ticker", timeout=10)
     assert refused.value.status_code == status
     assert "msg" in json.loads(refused.value.resp_body)
+
+
+def test_exchange_info_lists_hundreds_of_symbols_and_follows_listings_and_delistings() -> None:
+    import urllib.request
+
+    symbols = [f"SYM{i:04d}USDT" for i in range(600)]
+    with SimThread(SimOptions(symbols=symbols, rate=2.0)) as exchange:
+
+        def info() -> dict[str, str]:
+            url = f"{exchange.rest_url}/api/v3/exchangeInfo"
+            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - the local simulator
+                return {s["symbol"]: s["status"] for s in json.load(response)["symbols"]}
+
+        def control(action: str, symbol: str) -> None:
+            with urllib.request.urlopen(f"{exchange.rest_url}/sim/{action}?symbol={symbol}", timeout=10):  # noqa: S310
+                pass
+
+        assert len(info()) == 600
+        assert set(info().values()) == {"TRADING"}
+        control("list", "NEWUSDT")
+        control("delist", "SYM0001USDT")
+        listed = info()
+        ws = websocket.create_connection(
+            f"{exchange.url}/stream?streams=newusdt@ticker/sym0001usdt@ticker/sym0002usdt@ticker", timeout=10
+        )
+        try:
+            seen = {json.loads(ws.recv())["data"]["s"] for _ in range(20)}
+        finally:
+            ws.close()
+    assert listed["NEWUSDT"] == "TRADING"
+    assert listed["SYM0001USDT"] == "BREAK"
+    assert seen == {"NEWUSDT", "SYM0002USDT"}, "a delisted symbol stops trading, a listed one starts"

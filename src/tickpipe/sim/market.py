@@ -35,9 +35,15 @@ class Market:
         self.volatility = volatility
         self.states: dict[str, SymbolState] = {}
         for symbol in symbols:
-            upper = symbol.upper()
+            self.add(symbol)
+
+    def add(self, symbol: str) -> str:
+        """Start trading `symbol` (a listing); return it as the exchange spells it."""
+        upper = symbol.upper()
+        if upper not in self.states:
             price = START_PRICES.get(upper) or round(10 ** self.rng.uniform(-2, 3), 6)
             self.states[upper] = SymbolState(upper, price, price, price, price)
+        return upper
 
     def tick(self, symbol: str, now_ms: int | None = None) -> dict[str, object]:
         state = self.states[symbol]

@@ -44,6 +44,7 @@ def _error(status: int, code: int, msg: str) -> Answer:
 class RestApi:
     books: Mapping[str, CandleBook]
     now_ms: Callable[[], int]
+    statuses: Mapping[str, str]  # symbol → TRADING or BREAK (delisted)
     weight_limit: int = WEIGHT_LIMIT_PER_MINUTE
     calls: dict[str, int] = field(default_factory=dict)  # path → requests served (tests count them)
     _window: int = -1
@@ -95,7 +96,14 @@ class RestApi:
         for symbol in self.books:
             quote = next((q for q in ("USDT", "USDC", "BTC", "ETH", "BNB") if symbol.endswith(q)), symbol[-4:])
             symbols.append(
-                {"symbol": symbol, "status": "TRADING", "baseAsset": symbol[: -len(quote)], "quoteAsset": quote}
+                {
+                    "symbol": symbol,
+                    "status": self.statuses.get(symbol, "TRADING"),
+                    "baseAsset": symbol[: -len(quote)],
+                    "quoteAsset": quote,
+                    "isSpotTradingAllowed": True,
+                    "permissionSets": [["SPOT"]],
+                }
             )
         limits = [
             {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": self.weight_limit}

@@ -87,7 +87,8 @@ class SimExchange:
         self.options = options
         self.market = Market(options.symbols, seed=options.seed)
         self.books = {symbol: CandleBook(symbol) for symbol in self.market.states}
-        self.rest = RestApi(self.books, self.now_ms, options.rest_weight_limit)
+        self.statuses = dict.fromkeys(self.market.states, "TRADING")
+        self.rest = RestApi(self.books, self.now_ms, self.statuses, options.rest_weight_limit)
         self._origin = (time.time_ns() // 1_000_000, time.monotonic())
         self._kline_pushed_at: dict[str, float] = {}
         self.clients: set[Client] = set()
@@ -140,12 +141,37 @@ class SimExchange:
         if self._record:
             self._record.close()
 
+    def list_symbol(self, symbol: str) -> None:
+        """A listing: the symbol starts trading (and appears in exchangeInfo as TRADING)."""
+        upper = self.market.add(symbol)
+        self.books.setdefault(upper, CandleBook(upper))
+        self.statuses[upper] = "TRADING"
+
+    def delist_symbol(self, symbol: str) -> None:
+        """A delisting: the symbol stops trading; exchangeInfo shows it as BREAK, as Binance does."""
+        self.statuses[symbol.upper()] = "BREAK"
+
+    def _control(self, target: str) -> int:
+        parts = urlsplit(target)
+        symbol = parse_qs(parts.query).get("symbol", [""])[0]
+        if not symbol:
+            return 400
+        if parts.path == "/sim/list":
+            self.list_symbol(symbol)
+        elif parts.path == "/sim/delist":
+            self.delist_symbol(symbol)
+        else:
+            return 404
+        return 200
+
     # -- connections --------------------------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """REST calls and refusals answered over HTTP; everything else goes on to the WebSocket handshake."""
         if request.path.startswith("/api/"):
             answer = self.rest.handle(request.path)
             status, body, headers = answer.status, answer.encoded().decode(), answer.headers
+        elif request.path.startswith("/sim/"):  # the simulator's own controls, for tests (not Binance's)
+            status, body, headers = self._control(request.path), "{}", {}
         elif self.options.refuse_status:
             status = self.options.refuse_status
             body, headers = json.dumps({"code": 0, "msg": REFUSALS.get(status, "refused")}), {}
@@ -252,10 +278,9 @@ class SimExchange:
     async def _publish_loop(self) -> None:
         period = 1.0 / self.options.rate
         next_round = time.monotonic()
-        symbols = list(self.market.states)
         while self.options.max_ticks is None or self.published < self.options.max_ticks:
             if time.monotonic() >= self.silent_until:
-                for symbol in symbols:
+                for symbol in [s for s, status in self.statuses.items() if status == "TRADING"]:
                     await self._publish(symbol)
                     if self.options.max_ticks is not None and self.published >= self.options.max_ticks:
                         break
