@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # Local Kubernetes for make k8s-up / make dev: kind or minikube
 K8S ?= kind
 
-.PHONY: help setup setup-runtime run test test-fast lint fmt typecheck validate bench bench-full stack-up stack-down clean distclean k8s-up dev
+.PHONY: help setup setup-runtime run test test-fast lint fmt typecheck validate bench bench-full stack-up stack-down clean distclean k8s-up dev images k8s-smoke
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,6 +61,12 @@ k8s-up: setup ## local Kubernetes (K8S=kind or minikube) with the pinned operato
 dev: ## skaffold dev loop on that cluster: build the stage images, deploy charts/tickpipe
 	@command -v skaffold >/dev/null || { echo "dev: skaffold not found (https://skaffold.dev/docs/install/)"; exit 1; }
 	@skaffold dev --profile $(K8S) --kube-context $(if $(filter minikube,$(K8S)),minikube,kind-tickpipe)
+
+images: ## stage images for a registry + the packaged chart (REGISTRY=ghcr.io/you [TAG=] [PUSH=1]; k8s/images.sh)
+	@REGISTRY=$(REGISTRY) TAG=$(TAG) PUSH=$(PUSH) k8s/images.sh
+
+k8s-smoke: ## on a `make k8s-up` cluster: deploy with the simulator, prove rows, MAs and Grafana end to end
+	@K8S=$(K8S) REGISTRY=$(REGISTRY) TAG=$(TAG) k8s/smoke.sh
 
 clean: stack-down ## stop the stack and remove local data (.tickpipe: data, logs, checkpoints)
 	rm -rf .tickpipe

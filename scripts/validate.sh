@@ -4,20 +4,22 @@
 #   1. every chart (charts/*), with each of its ci/*-values.yaml: helm lint --strict, helm template, and kubeconform
 #      -strict of the output against the Kubernetes $KUBERNETES_VERSION schemas and the CRD schemas of the pinned
 #      Strimzi and Flink Kubernetes Operator releases (and prometheus-operator's ServiceMonitor/PodMonitor)
-#   2. checkov on all rendered manifests and on services/*/Dockerfile, hadolint on the Dockerfiles: any finding not
-#      skipped with a written reason (setup/tools/checkov.yaml, setup/tools/hadolint.yaml) fails
+#      and the umbrella chart packaged (`helm package`, as a release is), with its parts inside
+#   2. checkov on all rendered manifests and on the Dockerfile, hadolint on the Dockerfile: any finding not skipped
+#      with a written reason (setup/tools/checkov.yaml, setup/tools/hadolint.yaml) fails; shellcheck on every shell
+#      script (k8s/, scripts/, setup/, the charts' files/)
 #   3. docker-compose.yml against the Compose specification schema, skaffold.yaml against the skaffold schema of
 #      its apiVersion (each skipped with a message when the file does not exist yet)
 # Prints one line per check and a summary; exits non-zero when any check fails. VERBOSE=1 shows tool output of
 # passing checks too.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 source versions.env
 source k8s/versions.env
 source setup/tools/versions.env
 TOOLS=$PWD/.deps/tools
 SCHEMAS=$TOOLS/schemas
-for tool in helm kubeconform checkov hadolint; do
+for tool in helm kubeconform checkov hadolint shellcheck; do
   if [ ! -x "$TOOLS/bin/$tool" ]; then
     echo "validate: $TOOLS/bin/$tool is missing: run \`make setup\` (setup/tools.sh installs the pinned tools)" >&2
     exit 2
@@ -114,9 +116,18 @@ pod_templates() {
 }
 check "FlinkDeployment pod templates: kubeconform -strict as Pods" pod_templates
 
+# A released chart: the umbrella packaged with its parts (what `make images` publishes next to the images).
+package_umbrella() {
+  local listing
+  helm_quiet package "$work/charts/tickpipe" --destination "$work/package" &&
+    listing=$(tar -tzf "$work/package/tickpipe-$(sed -n 's/^version: *//p' charts/tickpipe/Chart.yaml).tgz") &&
+    grep -q '^tickpipe/charts/ma-job/Chart.yaml$' <<< "$listing"
+}
+check "tickpipe: helm package (a versioned chart with its parts)" package_umbrella
+
 # -- 2. security scans ---------------------------------------------------------------------------------------------
 echo "security scans (skips with reasons: setup/tools/checkov.yaml, setup/tools/hadolint.yaml):"
-dockerfiles=(services/*/Dockerfile)
+dockerfiles=(Dockerfile)
 checkov_scan() {
   # checkov names a Kubernetes object by kind.namespace.name: one folder per rendering keeps the ci cases apart.
   local dir=$work/checkov
@@ -130,15 +141,18 @@ checkov_scan() {
   fi
   checkov "${args[@]}"
 }
-check "checkov: rendered manifests ($(ls "$work"/rendered | wc -l) renderings) and ${#dockerfiles[@]} Dockerfile(s)" \
-  checkov_scan
+renderings=("$work"/rendered/*.yaml)
+check "checkov: rendered manifests (${#renderings[@]} renderings) and ${#dockerfiles[@]} Dockerfile(s)" checkov_scan
 if [ -e "${dockerfiles[0]}" ]; then
   for dockerfile in "${dockerfiles[@]}"; do
     check "hadolint: $dockerfile" hadolint --config setup/tools/hadolint.yaml "$dockerfile"
   done
 else
-  skip "hadolint: no services/*/Dockerfile yet"
+  skip "hadolint: no Dockerfile yet"
 fi
+# -x: follow the files the scripts `source` (versions.env ...), from the repository root as the scripts run.
+scripts=(k8s/*.sh scripts/*.sh setup/*.sh charts/*/files/*.sh)
+check "shellcheck: ${#scripts[@]} shell scripts" shellcheck -x "${scripts[@]}"
 
 # -- 3. compose and skaffold ---------------------------------------------------------------------------------------
 echo "compose and skaffold:"

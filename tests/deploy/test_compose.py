@@ -12,7 +12,18 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.deploy.dockerfiles import IMAGE_PREFIX, STAGES, Dockerfile, compose, env_file, skaffold, versions
+from tests.deploy.files import (
+    IMAGE_PREFIX,
+    STAGES,
+    base_images,
+    compose,
+    env_file,
+    global_args,
+    skaffold,
+    stages,
+    target,
+    versions,
+)
 from tickpipe.config import Settings
 
 pytestmark = pytest.mark.unit
@@ -54,21 +65,34 @@ def interpolate(text: str) -> str:
 
 
 # -- one set of stage names ---------------------------------------------------------------------------------------
-def test_every_stage_has_a_chart_a_compose_service_and_a_skaffold_artifact() -> None:
-    assert STAGES == ["ingestor", "ma-job", "migrator"]
+def test_every_stage_has_a_dockerfile_target_a_chart_a_compose_service_and_a_skaffold_artifact() -> None:
+    assert set(STAGES) <= set(stages()), f"stages without a Dockerfile target: {set(STAGES) - set(stages())}"
+    assert not list((REPO / "services").glob("*/Dockerfile")), "one Dockerfile at the root, a target per stage"
     charts = {path.parent.name for path in (REPO / "charts").glob("*/Chart.yaml")}
     assert set(STAGES) <= charts, f"stages without a chart: {set(STAGES) - charts}"
     assert set(STAGES) <= set(services()), f"stages without a compose service: {set(STAGES) - set(services())}"
-    artifacts = {a["image"]: a["docker"]["dockerfile"] for a in skaffold()["build"]["artifacts"]}
-    assert artifacts == {f"{IMAGE_PREFIX}{stage}": f"services/{stage}/Dockerfile" for stage in STAGES}
+    artifacts = {
+        a["image"]: (a["docker"]["dockerfile"], a["docker"]["target"]) for a in skaffold()["build"]["artifacts"]
+    }
+    assert artifacts == {f"{IMAGE_PREFIX}{stage}": ("Dockerfile", stage) for stage in STAGES}
 
 
-def test_compose_builds_each_stage_image_from_its_own_dockerfile() -> None:
+def test_compose_builds_each_stage_image_from_its_dockerfile_target() -> None:
     for name, service in tickpipe_services().items():
         stage = service["image"].removeprefix(IMAGE_PREFIX).split(":")[0]
         assert stage in STAGES, f"{name} runs an image of no stage: {service['image']}"
-        assert service["build"]["dockerfile"] == f"services/{stage}/Dockerfile", name
+        assert (service["build"]["dockerfile"], service["build"]["target"]) == ("Dockerfile", stage), name
         assert service["build"]["context"] == "."
+
+
+def test_the_ma_job_image_is_built_and_run_as_linux_amd64() -> None:
+    """PyFlink 1.20 has no Linux arm64 wheel: Apple-silicon machines must build (and run) the amd64 image."""
+    for name, service in tickpipe_services().items():
+        amd64 = service["image"].startswith(f"{IMAGE_PREFIX}ma-job:")
+        assert (service.get("platform") == "linux/amd64") == amd64, name
+        assert (service["build"].get("platforms") == ["linux/amd64"]) == amd64, name
+    platforms = {a["image"]: a.get("platforms") for a in skaffold()["build"]["artifacts"]}
+    assert platforms == {"tickpipe-ingestor": None, "tickpipe-migrator": None, "tickpipe-ma-job": ["linux/amd64"]}
 
 
 def test_skaffold_sets_each_stage_subchart_image_repository_and_tag() -> None:
@@ -202,10 +226,10 @@ def test_flink_processes_enable_the_prometheus_reporter_on_one_fixed_port() -> N
 def test_prometheus_scrapes_each_service_on_the_port_it_serves_metrics_on() -> None:
     scraped: set[str] = set()
     for job, targets in scrape_targets().items():
-        for target in targets:
-            host, _, port = target.rpartition(":")
+        for address in targets:
+            host, _, port = address.rpartition(":")
             assert host in services(), f"{PROMETHEUS_CONFIG} job {job}: {host} is not a compose service"
-            assert int(port) == metrics_port(services()[host]), f"{job}: {target} is not where {host} serves metrics"
+            assert int(port) == metrics_port(services()[host]), f"{job}: {address} is not where {host} serves metrics"
             scraped.add(host)
     exporting = {name for name, service in services().items() if metrics_port(service) is not None}
     assert scraped == exporting == {"ingestor", "flink-jobmanager", "flink-taskmanager"}
@@ -238,8 +262,8 @@ def test_tickpipe_services_set_only_variables_the_code_reads() -> None:
         unknown = set(service.get("environment") or {}) - SETTINGS_VARIABLES - set(OTHER_VARIABLES)
         assert not unknown, f"{name} sets variables nothing reads: {unknown}"
     for stage in STAGES:
-        unknown = set(Dockerfile.of(stage).env()) - SETTINGS_VARIABLES - set(OTHER_VARIABLES)
-        assert not unknown, f"services/{stage}/Dockerfile sets variables nothing reads: {unknown}"
+        unknown = set(target(stage).env()) - SETTINGS_VARIABLES - set(OTHER_VARIABLES)
+        assert not unknown, f"the Dockerfile's target {stage} sets variables nothing reads: {unknown}"
 
 
 def test_passwords_come_from_the_users_environment_and_are_required() -> None:
@@ -261,9 +285,10 @@ def test_live_binance_is_one_variable_away_from_the_simulator() -> None:
 # -- versions -----------------------------------------------------------------------------------------------------
 def test_compose_versions_equal_versions_env() -> None:
     pinned, env = versions(), dotenv()
-    for name in ("KAFKA_VERSION", "FLINK_VERSION", "UV_VERSION", "TIMESCALEDB_IMAGE_TAG", "GRAFANA_VERSION"):
+    for name in ("KAFKA_VERSION", "FLINK_VERSION", "UV_VERSION", "TIMESCALEDB_IMAGE_TAG", "GRAFANA_VERSION",
+                 "PYTHON_PATCH_VERSION", "MAVEN_VERSION"):  # fmt: skip
         assert env[name] == pinned[name], name
-    assert env["PYTHON_PATCH_VERSION"].startswith(pinned["PYTHON_VERSION"] + ".")
+    assert pinned["PYTHON_PATCH_VERSION"].startswith(pinned["PYTHON_VERSION"] + ".")
 
 
 def test_every_compose_image_is_pinned() -> None:
@@ -276,56 +301,52 @@ def test_every_compose_image_is_pinned() -> None:
         assert re.fullmatch(r"[\w./-]+:[\w.-]+", image) and not image.endswith(":latest"), f"{name}: {image}"
 
 
-def test_dockerfile_versions_equal_versions_env_and_the_compose_build_args() -> None:
-    pinned, env = versions(), dotenv()
-    for stage in STAGES:
-        args = Dockerfile.of(stage).global_args()
-        assert args["UV_VERSION"] == pinned["UV_VERSION"] == env["UV_VERSION"], stage
-        assert args["PYTHON_PATCH_VERSION"] == env["PYTHON_PATCH_VERSION"], stage
-        assert args["PYTHON_PATCH_VERSION"].startswith(pinned["PYTHON_VERSION"] + "."), stage
-    ma_job = Dockerfile.of("ma-job")
-    assert ma_job.global_args()["FLINK_VERSION"] == pinned["FLINK_VERSION"]
-    assert ma_job.global_args()["MAVEN_VERSION"] == dotenv()["MAVEN_VERSION"]
-    assert f"flink:{pinned['FLINK_VERSION']}-scala_2.12-java17" in ma_job.base_images()
+def test_dockerfile_versions_equal_versions_env() -> None:
+    pinned, args = versions(), global_args()
+    for name in ("UV_VERSION", "PYTHON_PATCH_VERSION", "FLINK_VERSION", "MAVEN_VERSION"):
+        assert args[name] == pinned[name], name
+    assert set(compose()["x-build-args"]) | {"FLINK_VERSION", "MAVEN_VERSION"} <= set(args)
+    assert f"flink:{pinned['FLINK_VERSION']}-scala_2.12-java17" in base_images()
+    assert f"python:{pinned['PYTHON_PATCH_VERSION']}-slim-bookworm" in base_images()
+    assert f"maven:{pinned['MAVEN_VERSION']}-eclipse-temurin-17" in base_images()
     lock = (REPO / "uv.lock").read_text()
     assert f'name = "apache-flink"\nversion = "{pinned["FLINK_VERSION"]}"' in lock
 
 
 def test_base_images_are_pinned_to_a_release() -> None:
-    for stage in STAGES:
-        for image in Dockerfile.of(stage).base_images():
-            tag = image.rsplit(":", 1)[-1]
-            assert ":" in image and re.search(r"\d+\.\d+\.\d+", tag), f"{stage}: {image} is not pinned to a release"
+    for image in base_images():
+        tag = image.rsplit(":", 1)[-1]
+        assert ":" in image and re.search(r"\d+\.\d+\.\d+", tag), f"{image} is not pinned to a release"
 
 
 # -- the images ---------------------------------------------------------------------------------------------------
 def test_images_run_as_a_non_root_numeric_user() -> None:
     for stage in STAGES:
-        user = Dockerfile.of(stage).user()
+        user = target(stage).user()
         assert user and re.fullmatch(r"[1-9]\d*:[1-9]\d*", user), f"{stage}: USER {user}"
 
 
-def test_images_share_one_way_of_building_python() -> None:
-    """The uv and venv stages are the same text in every Dockerfile: one approach, not three copies drifting."""
-    built = {stage: Dockerfile.of(stage).stages() for stage in STAGES}
-    for name in ("uv", "venv"):
-        first = built[STAGES[0]][name]
-        for stage in STAGES[1:]:
-            assert built[stage][name] == first, f"services/{stage}/Dockerfile: stage {name} differs"
-    for stage, stages in built.items():
-        assert list(stages)[-1] == "runtime", stage
-        assert ("COPY", "--from=venv /opt/venv /opt/venv") in stages["runtime"], stage
-        extras = Dockerfile.of(stage).global_args()["EXTRAS"].split()
+def test_each_target_gets_a_venv_with_only_its_own_extras_built_from_the_lock() -> None:
+    """One way of building Python for every image: a venv-<target> stage on a shared build base syncs the lock with
+    the target's extras (dependencies first, then tickpipe as a wheel), and the target copies only that venv."""
+    for stage in STAGES:
+        venv = target(f"venv-{stage}")
+        assert venv.parent is not None and venv.parent.name in {"build-python", "build-flink"}, stage
+        syncs = [value for keyword, value in venv.instructions if keyword == "RUN"]
+        assert len(syncs) == 2 and all(value.startswith("uv sync --frozen --no-dev ") for value in syncs), stage
+        assert "--no-install-project" in syncs[0] and "--no-editable" in syncs[1], stage
+        extras = syncs[0].split()[syncs[0].split().index("--extra") :]
+        assert extras == syncs[1].split()[syncs[1].split().index("--extra") :], stage
         assert extras[0::2] == ["--extra"] * (len(extras) // 2) and stage in extras[1::2], stage
+        assert venv.copies() == [("lock", ["/src/"]), ("project", ["/src/"])], stage
+        assert (f"venv-{stage}", ["/opt/venv"]) in target(stage).copies(), stage
+        assert venv.env()["UV_PROJECT_ENVIRONMENT"] == "/opt/venv", stage
 
 
 def test_ma_job_image_ships_the_connector_jars_from_the_local_modes_pom_into_usrlib() -> None:
-    ma_job = Dockerfile.of("ma-job")
-    jars = ma_job.stages()["jars"]
-    assert ("COPY", "setup/maven/flink-connectors/pom.xml pom.xml") in jars
-    assert ("COPY", "--from=jars /build/flink-connectors/ /opt/flink/usrlib/flink-connectors/") in ma_job.stages()[
-        "runtime"
-    ]
+    ma_job = target("ma-job")
+    assert (None, ["setup/maven/flink-connectors/pom.xml"]) in target("jars").copies()
+    assert ("jars", ["/build/flink-connectors/"]) in ma_job.copies()
     assert ma_job.env()["JARS_DIR"] == "/opt/flink/usrlib"  # the job looks in JARS_DIR/flink-connectors
     values = yaml.safe_load((REPO / "charts" / "ma-job" / "values.yaml").read_text())
     assert values["job"]["entryClass"] == "org.apache.flink.client.python.PythonDriver"
@@ -336,13 +357,13 @@ def test_build_context_lets_in_only_what_the_images_copy() -> None:
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert "*" in ignore, ".dockerignore must be an allow-list (`*`, then `!path` lines)"
     allowed = {line.removeprefix("!").rstrip("/") for line in ignore if line.startswith("!")}
-    for stage in STAGES:
-        for keyword, rest in Dockerfile.of(stage).instructions:
-            if keyword == "COPY" and not rest.startswith("--from"):
-                for source in rest.split()[:-1]:
+    for stage in stages().values():
+        for source_stage, sources in stage.copies():
+            if source_stage is None:
+                for source in sources:
                     path = Path(source.rstrip("/"))
                     assert any(str(p) in allowed for p in (path, *path.parents)), (
-                        f"{stage}: COPY {source} is not in .dockerignore's allow-list"
+                        f"{stage.name}: COPY {source} is not in .dockerignore's allow-list"
                     )
 
 

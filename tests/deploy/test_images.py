@@ -1,6 +1,6 @@
 """Each image's command line, run here in local mode.
 
-There is no Docker engine here, so the containers' command lines (the Dockerfiles' ENTRYPOINT + CMD, the compose
+There is no Docker engine here, so the containers' command lines (the Dockerfile targets' ENTRYPOINT + CMD, the compose
 services' `command:`, the FlinkDeployment's PythonDriver entry point) run on the host against the session's local
 stack, with the variable names the image and the compose service set: what a container runs is exactly what these
 tests run. Paths inside an image (/app/storage/migrations, /opt/flink/usrlib, /flink-data) become the repository's.
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, TestStack
-from tests.deploy.dockerfiles import Dockerfile, compose
+from tests.deploy.files import compose, target
 from tests.helpers import consume, produce, random_walk, row_count, wait_for
 from tickpipe.config import Settings
 from tickpipe.kafka import ensure_topics
@@ -37,16 +37,16 @@ IMAGE_PATHS = {  # where an image keeps what the repository keeps elsewhere
 
 
 def image_command(stage: str) -> list[str]:
-    dockerfile = Dockerfile.of(stage)
-    return dockerfile.exec_form("ENTRYPOINT") + dockerfile.exec_form("CMD")
+    image = target(stage)
+    return image.exec_form("ENTRYPOINT") + image.exec_form("CMD")
 
 
 def service_command(service: str) -> list[str]:
     """What the compose service runs: its image's entrypoint (tickpipe's, or Flink's pass-through) + its command."""
     spec = compose()["services"][service]
     stage = spec["image"].split(":")[0].removeprefix("tickpipe-")
-    command = [str(part) for part in spec.get("command") or Dockerfile.of(stage).exec_form("CMD")]
-    entrypoint = Dockerfile.of(stage).exec_form("ENTRYPOINT")
+    command = [str(part) for part in spec.get("command") or target(stage).exec_form("CMD")]
+    entrypoint = target(stage).exec_form("ENTRYPOINT")
     # The Flink image's /docker-entrypoint.sh runs anything but jobmanager/taskmanager as given.
     return command if not entrypoint else entrypoint + command
 
@@ -59,7 +59,7 @@ def on_host(argv: list[str]) -> list[str]:
 def stage_env(stack: TestStack, stage: str, service: str, values: dict[str, str], home: Path) -> dict[str, str]:
     """The environment a container of `service` gets (image ENV + compose environment), pointed at this stack.
     `values` must give every variable the compose service sets, by the same names."""
-    image_env = {key: value for key, value in Dockerfile.of(stage).env().items() if key != "PATH"}
+    image_env = {key: value for key, value in target(stage).env().items() if key != "PATH"}
     compose_env = compose()["services"][service].get("environment") or {}
     local_only = {"TICKPIPE_HOME", "FLINK_LOG_DIR"}  # container paths; the test's own state folder instead
     missing = set(compose_env) - set(values) - local_only
@@ -83,7 +83,7 @@ class ImageProcess(StageProcess):
         return on_host(["tickpipe", *self.args])
 
 
-def test_commands_come_from_the_dockerfiles_and_compose() -> None:
+def test_commands_come_from_the_dockerfile_and_compose() -> None:
     assert image_command("migrator") == ["tickpipe", "migrate", "--wait", "120"]
     assert image_command("ingestor") == ["tickpipe", "ingest"]
     assert service_command("ingestor") == ["tickpipe", "ingest"]

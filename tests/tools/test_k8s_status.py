@@ -58,9 +58,11 @@ class RecordedHandler(BaseHTTPRequestHandler):
             status, body = 404, NOT_FOUND
         else:
             status, body = recorded["status"], recorded["body"]
-        payload = json.dumps(body).encode()
+        # A text body is a proxied scrape (Prometheus text); everything else is the API server's JSON.
+        text = isinstance(body, str)
+        payload = body.encode() if text else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/plain; version=0.0.4" if text else "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -89,8 +91,11 @@ def cluster(tmp_path: Path) -> Iterator[Any]:
     """`cluster("healthy")` serves that recording and returns (server, kubeconfig path)."""
     servers: list[RecordedApiServer] = []
 
-    def serve(recording: str) -> tuple[RecordedApiServer, Path]:
-        server = RecordedApiServer(json.loads((FIXTURES / f"{recording}.json").read_text())["responses"])
+    def serve(recording: str, **changes: Any) -> tuple[RecordedApiServer, Path]:
+        """`changes`: API path -> recorded response that replaces (or adds to) the recording's."""
+        responses = json.loads((FIXTURES / f"{recording}.json").read_text())["responses"]
+        responses.update(changes)
+        server = RecordedApiServer(responses)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server, write_kubeconfig(tmp_path / f"{recording}.kubeconfig", server.url)
@@ -134,6 +139,7 @@ def test_healthy_deployment_reports_job_checkpoint_kafka_topics_pods_and_grafana
     assert "completed" in line_of(lines, "Pod tickpipe-migrator-1-")
     assert sum(line.lstrip().startswith("ok    Pod ") for line in lines) == 8
     assert "  Grafana: http://grafana.localtest.me/" in lines
+    assert "exchange connected (2/2 feeds)" in line_of(lines, "Ingestor tickpipe-ingestor ")
     assert lines[-1] == "healthy"
 
 
@@ -240,3 +246,52 @@ def test_missing_kubeconfig_is_one_line_on_stderr_and_a_non_zero_exit(
     assert len(err.splitlines()) == 1
     assert err.startswith("tickpipe k8s: no Kubernetes cluster configured: no usable kubeconfig at ")
     assert "Traceback" not in err
+
+
+INGESTOR_METRICS = "/api/v1/namespaces/tickpipe/services/tickpipe-ingestor:metrics/proxy/metrics"
+
+
+def test_an_exchange_that_refuses_the_ingestor_is_a_problem_that_points_at_its_log(
+    cluster: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/readyz means ready to produce, so a refused exchange (HTTP 451 in some regions) leaves the pod ready: its
+    gauge is where it shows."""
+    scrape = (
+        "# TYPE tickpipe_ingest_exchange_connected gauge\n"
+        'tickpipe_ingest_exchange_connected{feed="0"} 0.0\n'
+        'tickpipe_ingest_exchange_connected{feed="1"} 1.0\n'
+    )
+    server, kubeconfig = cluster("healthy", **{INGESTOR_METRICS: {"status": 200, "body": scrape}})
+    code, lines, _ = status(kubeconfig, capsys)
+
+    assert code == 1
+    ingestor = line_of(lines, "Ingestor tickpipe-ingestor ")
+    assert ingestor.lstrip().startswith("FAIL")
+    assert "exchange NOT connected: 1/2 feed(s) (0)" in ingestor
+    assert "HTTP 451/403" in ingestor and "kubectl -n tickpipe logs deploy/tickpipe-ingestor" in ingestor
+    assert "Pod tickpipe-ingestor-" in line_of(lines, "ok", "Pod tickpipe-ingestor-")  # still ready to produce
+    assert lines[-1] == "NOT healthy: 1 problem(s)"
+    assert (INGESTOR_METRICS, f"Bearer {TOKEN}") in server.requests
+
+
+def test_an_ingestor_without_the_exchange_gauge_is_unknown_not_a_problem(
+    cluster: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    older = "# TYPE tickpipe_ingest_connections gauge\ntickpipe_ingest_connections 2.0\n"
+    _, kubeconfig = cluster("healthy", **{INGESTOR_METRICS: {"status": 200, "body": older}})
+    code, lines, _ = status(kubeconfig, capsys)
+
+    assert code == 0
+    assert "exchange state unknown" in line_of(lines, "Ingestor tickpipe-ingestor ")
+
+
+def test_metrics_the_proxy_cannot_reach_are_a_note_with_the_port_forward_alternative(
+    cluster: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, kubeconfig = cluster("degraded")
+    _, lines, _ = status(kubeconfig, capsys)
+
+    assert not [line for line in lines if "Ingestor " in line]
+    note = line_of(lines, "note: ingestor tickpipe-ingestor:")
+    assert "503 Service Unavailable" in note or "503" in note
+    assert "kubectl -n tickpipe port-forward svc/tickpipe-ingestor 9100" in note

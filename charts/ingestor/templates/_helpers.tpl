@@ -41,8 +41,17 @@ app.kubernetes.io/part-of: tickpipe
 {{- end }}
 {{- end }}
 
+{{/* The image: [<registry>/]<repository>:<tag> (tag: the chart's appVersion unless set). The registry is required,
+with a one-line error naming the value, unless global.localCluster is true: a kind/minikube cluster whose node has
+the images loaded (the skaffold profiles, k8s/values-<profile>.yaml). */}}
 {{- define "ingestor.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $local := dig "localCluster" false (.Values.global | default dict) -}}
+{{- if and (not .Values.image.registry) (not $local) -}}
+{{- fail "image.registry is required (ingestor.image.registry in the umbrella chart): the registry `make images REGISTRY=...` pushed to, e.g. ghcr.io/you; on kind/minikube set global.localCluster=true instead" -}}
+{{- end -}}
+{{- $repository := .Values.image.repository -}}
+{{- if .Values.image.registry }}{{ $repository = printf "%s/%s" (trimSuffix "/" .Values.image.registry) .Values.image.repository }}{{ end -}}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
 {{- define "ingestor.metricsPort" -}}
@@ -67,4 +76,19 @@ podSelector:
   matchLabels:
     app.kubernetes.io/instance: {{ .Release.Name }}
     app.kubernetes.io/component: test
+{{- end }}
+
+{{/* The simulated exchange (sim.enabled): labels of its own, so that nothing of the ingestor selects it. */}}
+{{- define "ingestor.simSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "ingestor.name" . }}-sim
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "ingestor.simLabels" -}}
+helm.sh/chart: {{ include "ingestor.chart" . }}
+{{ include "ingestor.simSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: exchange-simulator
+app.kubernetes.io/part-of: tickpipe
 {{- end }}

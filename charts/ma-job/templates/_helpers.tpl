@@ -33,8 +33,17 @@ app.kubernetes.io/component: ma-job
 app.kubernetes.io/part-of: tickpipe
 {{- end }}
 
+{{/* The image: [<registry>/]<repository>:<tag> (tag: the chart's appVersion unless set). The registry is required,
+with a one-line error naming the value, unless global.localCluster is true: a kind/minikube cluster whose node has
+the images loaded (the skaffold profiles, k8s/values-<profile>.yaml). */}}
 {{- define "ma-job.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $local := dig "localCluster" false (.Values.global | default dict) -}}
+{{- if and (not .Values.image.registry) (not $local) -}}
+{{- fail "image.registry is required (ma-job.image.registry in the umbrella chart): the registry `make images REGISTRY=...` pushed to, e.g. ghcr.io/you; on kind/minikube set global.localCluster=true instead" -}}
+{{- end -}}
+{{- $repository := .Values.image.repository -}}
+{{- if .Values.image.registry }}{{ $repository = printf "%s/%s" (trimSuffix "/" .Values.image.registry) .Values.image.repository }}{{ end -}}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
 {{- define "ma-job.serviceAccountName" -}}
@@ -50,6 +59,7 @@ app.kubernetes.io/part-of: tickpipe
 {{- $conf := dict
   "taskmanager.numberOfTaskSlots" (toString .Values.taskManager.taskSlots)
   "state.backend.type" "hashmap"
+  "execution.checkpointing.storage" .Values.checkpoints.storage
   "execution.checkpointing.interval" (printf "%ds" (int .Values.checkpoints.intervalSeconds))
   "execution.checkpointing.mode" "EXACTLY_ONCE"
   "execution.checkpointing.externalized-checkpoint-retention" "RETAIN_ON_CANCELLATION"
@@ -97,4 +107,20 @@ podSelector:
   matchLabels:
     app.kubernetes.io/instance: {{ .Release.Name }}
     app.kubernetes.io/component: test
+{{- end }}
+
+{{/* Node selector of the Flink pods: kubernetes.io/arch from nodeArchitecture, then .Values.nodeSelector. */}}
+{{- define "ma-job.nodeSelector" -}}
+{{- $selector := dict -}}
+{{- if .Values.nodeArchitecture }}{{ $_ := set $selector "kubernetes.io/arch" .Values.nodeArchitecture }}{{ end -}}
+{{- range $key, $value := .Values.nodeSelector }}{{ $_ := set $selector $key (toString $value) }}{{ end -}}
+{{- if $selector }}{{ toYaml $selector }}{{ end -}}
+{{- end }}
+
+{{/* The /flink-data volume and its mount, for the pods that write there (see checkpoints.storage). */}}
+{{- define "ma-job.dataVolume" -}}
+volumes:
+  - name: flink-data
+    persistentVolumeClaim:
+      claimName: {{ include "ma-job.claimName" . }}
 {{- end }}

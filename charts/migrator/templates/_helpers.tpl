@@ -33,8 +33,17 @@ app.kubernetes.io/component: migrator
 app.kubernetes.io/part-of: tickpipe
 {{- end }}
 
+{{/* The image: [<registry>/]<repository>:<tag> (tag: the chart's appVersion unless set). The registry is required,
+with a one-line error naming the value, unless global.localCluster is true: a kind/minikube cluster whose node has
+the images loaded (the skaffold profiles, k8s/values-<profile>.yaml). */}}
 {{- define "migrator.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $local := dig "localCluster" false (.Values.global | default dict) -}}
+{{- if and (not .Values.image.registry) (not $local) -}}
+{{- fail "image.registry is required (migrator.image.registry in the umbrella chart): the registry `make images REGISTRY=...` pushed to, e.g. ghcr.io/you; on kind/minikube set global.localCluster=true instead" -}}
+{{- end -}}
+{{- $repository := .Values.image.repository -}}
+{{- if .Values.image.registry }}{{ $repository = printf "%s/%s" (trimSuffix "/" .Values.image.registry) .Values.image.repository }}{{ end -}}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
 {{/* The container's environment: plain values, then the passwords from the Secret. */}}

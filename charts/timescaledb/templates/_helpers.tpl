@@ -65,3 +65,18 @@ podSelector:
     app.kubernetes.io/instance: {{ .Release.Name }}
     app.kubernetes.io/component: test
 {{- end }}
+
+{{/* The backup CronJob's pods: labels of their own, so that neither the Service nor the StatefulSet selects them. */}}
+{{- define "timescaledb.backupSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "timescaledb.name" . }}-backup
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "timescaledb.backupLabels" -}}
+helm.sh/chart: {{ include "timescaledb.chart" . }}
+{{ include "timescaledb.backupSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: backup
+app.kubernetes.io/part-of: tickpipe
+{{- end }}

@@ -8,6 +8,10 @@ is parsed from the API's own JSON, so what is checked is exactly what `kubectl g
                                               service proxy, else the operator's checkpoint timestamps
   Kafka, KafkaTopic (kafka.strimzi.io/v1)     the Ready condition (and its message when not ready)
   Pod (v1)                                    running and ready, or completed; waiting reasons, restarts
+  Service (v1) of the ingestor                the exchange connection of each feed (the ingestor's gauge
+                                              tickpipe_ingest_exchange_connected, read from its /metrics through the
+                                              API server's service proxy): readiness only means "ready to produce",
+                                              so this is where a refused exchange (HTTP 451/403) shows
   Ingress (networking.k8s.io/v1)              Grafana's URL
 """
 
@@ -26,6 +30,7 @@ KAFKA = ("kafka.strimzi.io", "v1", "kafkas")
 KAFKA_TOPIC = ("kafka.strimzi.io", "v1", "kafkatopics")
 HEALTHY_JOB_MANAGER = {"READY"}
 HEALTHY_LIFECYCLE = {"STABLE", "DEPLOYED"}
+EXCHANGE_CONNECTED = "tickpipe_ingest_exchange_connected"
 
 
 @dataclass(frozen=True)
@@ -67,19 +72,20 @@ class Api:
         self.networking = client.NetworkingV1Api(api_client)
         self.version = client.VersionApi(api_client)
 
-    def _json(self, response: Any) -> Any:
+    def _body(self, method: Any, *args: Any, **kwargs: Any) -> bytes:
+        import urllib3
+
         try:
-            return json.loads(response.data)
+            response = method(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+        except urllib3.exceptions.HTTPError as error:
+            raise ClusterUnreachable(f"no Kubernetes cluster reachable at {self.server} ({_reason(error)})") from None
+        try:
+            return bytes(response.data)
         finally:
             response.release_conn()
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        import urllib3
-
-        try:
-            return self._json(method(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs))
-        except urllib3.exceptions.HTTPError as error:
-            raise ClusterUnreachable(f"no Kubernetes cluster reachable at {self.server} ({_reason(error)})") from None
+        return json.loads(self._body(method, *args, **kwargs))
 
     def server_version(self) -> str:
         return str(self._call(self.version.get_code).get("gitVersion", "?"))
@@ -97,6 +103,13 @@ class Api:
 
     def service_proxy(self, namespace: str, service: str, path: str) -> Any:
         return self._call(self.core.connect_get_namespaced_service_proxy_with_path, service, namespace, path)
+
+    def service_proxy_text(self, namespace: str, service: str, path: str) -> str:
+        body = self._body(self.core.connect_get_namespaced_service_proxy_with_path, service, namespace, path)
+        return body.decode("utf-8", errors="replace")
+
+    def services(self, namespace: str) -> list[dict[str, Any]]:
+        return list(self._call(self.core.list_namespaced_service, namespace)["items"])
 
 
 def connect(kubeconfig: str | None = None, context: str | None = None, timeout: float = 10.0) -> Api:
@@ -133,6 +146,7 @@ def collect(api: Api, namespace: str, now: float | None = None) -> Report:
         ("FlinkDeployment", lambda: _flink(api, namespace, now)),
         ("Kafka", lambda: _kafka(api, namespace)),
         ("Pod", lambda: _pods(api.pods(namespace))),
+        ("Ingestor", lambda: _ingestors(api, namespace, report.notes)),
     ]
     for kind, section in sections:
         try:
@@ -310,6 +324,66 @@ def _finished_pod_check(pod: dict[str, Any], completed_jobs: set[str | None]) ->
     if job is not None and job in completed_jobs:
         return Check("Pod", name, True, f"failed attempt of job {job}, which has since completed")
     return Check("Pod", name, False, f"failed: {_one_line(status.get('reason') or status.get('message') or '?')}")
+
+
+# -- the ingestor's exchange connection ------------------------------------------------------------------------------
+def _ingestors(api: Api, namespace: str, notes: list[str]) -> list[Check]:
+    """One check per ingestor Service (the chart's app.kubernetes.io/name=ingestor with a `metrics` port)."""
+    checks = []
+    for service in api.services(namespace):
+        labels = service["metadata"].get("labels") or {}
+        ports = {port.get("name"): port.get("port") for port in (service.get("spec") or {}).get("ports") or []}
+        if labels.get("app.kubernetes.io/name") != "ingestor" or "metrics" not in ports:
+            continue
+        check = _exchange_check(api, namespace, service["metadata"]["name"], ports["metrics"], notes)
+        if check is not None:
+            checks.append(check)
+    return checks
+
+
+def _exchange_check(api: Api, namespace: str, name: str, port: int, notes: list[str]) -> Check | None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        text = api.service_proxy_text(namespace, f"{name}:metrics", "metrics")
+    except ApiException as error:
+        # A NetworkPolicy that admits only in-namespace scrapers also keeps the API server's proxy out: not a
+        # problem of the pipeline, so a note with the way to look instead.
+        notes.append(
+            f"ingestor {name}: /metrics not readable through the API server's service proxy ({error.status} "
+            f"{error.reason}): kubectl -n {namespace} port-forward svc/{name} {port}, then /metrics "
+            f"({EXCHANGE_CONNECTED})"
+        )
+        return None
+    feeds = _exchange_feeds(text)
+    if feeds is None:
+        return Check("Ingestor", name, True, f"exchange state unknown (no {EXCHANGE_CONNECTED} in its /metrics)")
+    down = sorted(feed for feed, connected in feeds.items() if not connected)
+    if not feeds:
+        return Check("Ingestor", name, False, "no exchange connection yet (no feed reported)")
+    if down:
+        return Check(
+            "Ingestor",
+            name,
+            False,
+            f"exchange NOT connected: {len(down)}/{len(feeds)} feed(s) ({', '.join(down)}); the reason is in its log "
+            f"(HTTP 451/403: the exchange refuses this region): kubectl -n {namespace} logs deploy/{name}",
+        )
+    return Check("Ingestor", name, True, f"exchange connected ({len(feeds)}/{len(feeds)} feeds)")
+
+
+def _exchange_feeds(text: str) -> dict[str, bool] | None:
+    """{feed: connected} from the gauge, or None when the ingestor does not export it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError:
+        return None
+    for family in families:
+        if family.name == EXCHANGE_CONNECTED:
+            return {sample.labels.get("feed", "?"): sample.value >= 1 for sample in family.samples}
+    return None
 
 
 # -- Grafana ------------------------------------------------------------------------------------------------------
