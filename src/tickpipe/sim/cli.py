@@ -1,18 +1,31 @@
-"""`tickpipe sim`: run the simulated exchange until interrupted; prints `READY ws://host:port http://host:port` (its
-WebSocket streams and its REST API) when listening."""
+"""`tickpipe sim [--exchange binance|coingecko|yahoo]`: run a simulated market-data service until interrupted.
+
+Prints one line when listening: `READY ws://host:port http://host:port` for Binance (its WebSocket streams and its
+REST API), `READY http://host:port/api/v3` for CoinGecko, `READY ws://host:port/?version=2` for Yahoo's streamer.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 from pathlib import Path
+from types import FrameType
 
 from tickpipe.config import Settings
+from tickpipe.sim.coingecko import CoinGeckoOptions, CoinGeckoSim
 from tickpipe.sim.server import SimExchange, SimOptions
+from tickpipe.sim.yahoo import YahooOptions, YahooSim
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--exchange",
+        choices=["binance", "coingecko", "yahoo"],
+        default="binance",
+        help="which service to simulate (default binance)",
+    )
     parser.add_argument("--port", type=int, default=9443, help="listen port; 0 picks a free one (default 9443)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--symbols", help="comma-separated symbols (default: SYMBOLS)")
@@ -32,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rest-weight-limit", type=int, default=6000, help="REST request weight per minute before 429 (Binance: 6000)"
     )
+    parser.add_argument("--demo-key", help="coingecko: require this Demo API key (x-cg-demo-api-key)")
+    parser.add_argument("--calls-per-minute", type=int, default=100, help="coingecko: rate limit (Demo: 100)")
+    parser.add_argument(
+        "--refresh-seconds", type=float, default=60.0, help="coingecko: how often prices change (free tiers: ~60)"
+    )
+    parser.add_argument("--market-closed", action="store_true", help="yahoo: stocks quiet, crypto still trading")
     parser.add_argument(
         "--refuse-status",
         type=int,
@@ -60,7 +79,50 @@ async def _serve(options: SimOptions) -> None:
     await exchange.close()
 
 
+async def _serve_yahoo(options: YahooOptions) -> None:
+    exchange = YahooSim(options)
+    await exchange.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"READY {exchange.url}", flush=True)
+    await stop.wait()
+    await exchange.close()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _serve_coingecko(options: CoinGeckoOptions) -> None:
+    sim = CoinGeckoSim(options)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    print(f"READY {sim.url}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        sim.serve_forever()
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.exchange == "coingecko":
+        ids = tuple(s.strip() for s in args.symbols.split(",")) if args.symbols else CoinGeckoOptions().ids
+        _serve_coingecko(
+            CoinGeckoOptions(
+                ids=ids,
+                seed=args.seed,
+                refresh_seconds=args.refresh_seconds,
+                calls_per_minute=args.calls_per_minute,
+                demo_key=args.demo_key,
+                host=args.host,
+                port=args.port,
+            )
+        )
+        return 0
+    if args.exchange == "yahoo":
+        yahoo = YahooOptions(args.rate, args.seed, not args.market_closed, args.malformed_every, args.host, args.port)
+        asyncio.run(_serve_yahoo(yahoo))
+        return 0
     options = SimOptions(
         symbols=symbols_from(args, settings),
         seed=args.seed,
