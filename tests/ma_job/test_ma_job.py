@@ -91,8 +91,11 @@ class JobUnderTest:
 def job(
     request: pytest.FixtureRequest, flink: TestStack, fresh_database: Settings, unique_topics: dict[str, str]
 ) -> Iterator[JobUnderTest]:
-    """A job of the engine given by the test's parametrisation (default: sql) on private topics and database."""
-    engine = request.param
+    """A job on private topics and database, of the engine given by the test's parametrisation (default: sql), or of
+    a dict of environment overrides with the engine under MA_ENGINE (e.g. {"MA_ENGINE": "sql", "JOB_PARALLELISM":
+    "4"})."""
+    extra = dict(request.param) if isinstance(request.param, dict) else {"MA_ENGINE": request.param}
+    engine = extra["MA_ENGINE"]
     group = f"test-{engine}-{uuid.uuid4().hex[:8]}"
     overrides = {**unique_topics, "kafka_group_id": group, "checkpoint_interval_seconds": 1.0, "ma_engine": engine}
     settings = flink.settings(database_url=fresh_database.database_url, **overrides)
@@ -104,7 +107,7 @@ def job(
         KAFKA_DLQ_TOPIC=settings.kafka_dlq_topic,
         KAFKA_GROUP_ID=group,
         CHECKPOINT_INTERVAL_SECONDS="1",
-        MA_ENGINE=engine,
+        **extra,
     )
     under_test = JobUnderTest(settings, env, FlinkRest(settings.flink_rest_url))
     try:

@@ -29,32 +29,24 @@ def next_event(ws: websocket.WebSocket, kind: str) -> dict[str, object]:
             return dict(message)
 
 
-def test_a_combined_stream_gets_the_shutdown_notice_wrapped_as_stream_server_shutdown(
-    sim: tuple[SimThread, SimExchange],
+@pytest.mark.parametrize(("path", "wrapped"), [("/stream?streams=btcusdt@ticker", True), ("/ws/btcusdt@ticker", False)])
+def test_the_shutdown_notice_comes_wrapped_as_stream_server_shutdown_only_on_combined_streams(
+    sim: tuple[SimThread, SimExchange], path: str, wrapped: bool
 ) -> None:
     thread, exchange = sim
-    ws = websocket.create_connection(f"{exchange.url}/stream?streams=btcusdt@ticker", timeout=10)
+    ws = websocket.create_connection(f"{exchange.url}{path}", timeout=10)
     try:
         next_event(ws, "24hrTicker")
         thread.call(exchange.announce_shutdown())
         notice = next_event(ws, "serverShutdown")
     finally:
         ws.close()
-    assert notice["stream"] == "!serverShutdown"
-    assert set(notice) == {"stream", "data"}
-
-
-def test_a_raw_stream_gets_the_shutdown_notice_as_the_event_itself(sim: tuple[SimThread, SimExchange]) -> None:
-    thread, exchange = sim
-    ws = websocket.create_connection(f"{exchange.url}/ws/btcusdt@ticker", timeout=10)
-    try:
-        next_event(ws, "24hrTicker")
-        thread.call(exchange.announce_shutdown())
-        notice = next_event(ws, "serverShutdown")
-    finally:
-        ws.close()
-    assert "stream" not in notice
-    assert isinstance(notice["E"], int)
+    if wrapped:
+        assert notice["stream"] == "!serverShutdown"
+        assert set(notice) == {"stream", "data"}
+    else:
+        assert "stream" not in notice
+        assert isinstance(notice["E"], int)
 
 
 @pytest.mark.parametrize("status", [451, 403])

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
+from typing import Protocol
 
 from tickpipe.config import Settings
 from tickpipe.sim.coingecko import CoinGeckoOptions, CoinGeckoSim
@@ -67,41 +68,30 @@ def symbols_from(args: argparse.Namespace, settings: Settings) -> list[str]:
     return [s.upper() for s in settings.symbols]
 
 
-async def _serve(options: SimOptions) -> None:
-    exchange = SimExchange(options)
-    await exchange.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal stops it like Ctrl-C
-        loop.add_signal_handler(sig, stop.set)
-    print(f"READY {exchange.url} {exchange.rest_url}", flush=True)
-    await stop.wait()
-    await exchange.close()
+class _AsyncService(Protocol):
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
 
 
-async def _serve_yahoo(options: YahooOptions) -> None:
-    exchange = YahooSim(options)
-    await exchange.start()
+async def _serve(service: _AsyncService, addresses: Callable[[], str]) -> None:
+    """Run `service` until SIGINT, SIGTERM or SIGHUP (a closed terminal stops it like Ctrl-C)."""
+    await service.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-    print(f"READY {exchange.url}", flush=True)
+    print(f"READY {addresses()}", flush=True)
     await stop.wait()
-    await exchange.close()
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    await service.close()
 
 
 def _serve_coingecko(options: CoinGeckoOptions) -> None:
-    sim = CoinGeckoSim(options)
+    stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
-    print(f"READY {sim.url}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        sim.serve_forever()
+        signal.signal(sig, lambda signum, frame: stop.set())
+    with CoinGeckoSim(options) as sim:  # serves on its own thread
+        print(f"READY {sim.url}", flush=True)
+        stop.wait()
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -120,8 +110,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     if args.exchange == "yahoo":
-        yahoo = YahooOptions(args.rate, args.seed, not args.market_closed, args.malformed_every, args.host, args.port)
-        asyncio.run(_serve_yahoo(yahoo))
+        yahoo = YahooSim(
+            YahooOptions(args.rate, args.seed, not args.market_closed, args.malformed_every, args.host, args.port)
+        )
+        asyncio.run(_serve(yahoo, lambda: yahoo.url))
         return 0
     options = SimOptions(
         symbols=symbols_from(args, settings),
@@ -140,5 +132,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         clock_speed=args.clock_speed,
         rest_weight_limit=args.rest_weight_limit,
     )
-    asyncio.run(_serve(options))
+    exchange = SimExchange(options)
+    asyncio.run(_serve(exchange, lambda: f"{exchange.url} {exchange.rest_url}"))
     return 0

@@ -100,9 +100,6 @@ class CoinGeckoSim:
         self._server.shutdown()
         self._server.server_close()
 
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
-
     def answer(self, target: str, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         parts = urlsplit(target)
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}

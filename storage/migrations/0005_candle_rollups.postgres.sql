@@ -1,28 +1,5 @@
--- Plain PostgreSQL path of the candles: candles_1m is a table; candles_1h and candles_1d are views that roll it up
--- when read, so they are always exact (TimescaleDB keeps them as continuous aggregates instead).
--- Columns and meaning: see the TimescaleDB variant of this migration, which has the same relations.
-CREATE TABLE candles_1m (
-    source       text             NOT NULL,
-    symbol       text             NOT NULL,
-    open_time    timestamptz      NOT NULL,
-    open         double precision NOT NULL,
-    high         double precision NOT NULL,
-    low          double precision NOT NULL,
-    close        double precision NOT NULL,
-    volume       double precision,
-    quote_volume double precision,
-    trades       bigint,
-    rsi_14       double precision,
-    bb_middle    double precision,
-    bb_upper     double precision,
-    bb_lower     double precision,
-    ema_12       double precision,
-    ema_26       double precision,
-    macd         double precision,
-    macd_signal  double precision,
-    macd_hist    double precision,
-    PRIMARY KEY (source, symbol, open_time)
-);
+-- Plain PostgreSQL path of the rollups: candles_1h and candles_1d are views that roll candles_1m up when read,
+-- so they are always exact (TimescaleDB keeps them as continuous aggregates instead).
 CREATE INDEX candles_1m_open_time_brin ON candles_1m USING brin (open_time);
 
 -- date_bin on absolute time: hour and day buckets in UTC whatever the session's TimeZone (date_trunc would use it).
