@@ -149,6 +149,9 @@ LABEL org.opencontainers.image.title="tickpipe-ingestor" \
       org.opencontainers.image.description="Binance WebSocket to Kafka price-ticks (and the simulated exchange)" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=venv-ingestor /opt/venv /opt/venv
+# The disk buffer's folder (INGEST_SPILL_DIR in compose and the chart: a volume there, a PVC in Kubernetes), owned by
+# the image's user so that a fresh volume mounted on it starts out writable.
+RUN mkdir -p /var/lib/tickpipe/ingest-spill && chown 10001:10001 /var/lib/tickpipe/ingest-spill
 ENV METRICS_PORT=9100
 USER 10001:10001
 EXPOSE 9100

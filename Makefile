@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # Local Kubernetes for make k8s-up / make dev: kind or minikube
 K8S ?= kind
 
-.PHONY: help setup setup-runtime run test test-fast lint fmt typecheck validate bench bench-full stack-up stack-down clean distclean k8s-up dev images k8s-smoke
+.PHONY: help setup setup-runtime run test test-fast lint fmt typecheck validate audit bench bench-full stack-up stack-down clean distclean k8s-up dev images k8s-smoke
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,7 +23,7 @@ setup-runtime: ## what running the pipeline needs: setup without the validation 
 run: setup-runtime ## run the whole pipeline locally on the simulated exchange (SOURCE=binance for live)
 	@$(BIN)/tickpipe run --source $(SOURCE) $(if $(SYMBOLS),--symbols $(SYMBOLS))
 
-test: setup lint typecheck validate ## lint, type check, validate manifests, then all tests
+test: setup lint typecheck validate audit ## lint, type check, validate manifests, audit dependencies, then all tests
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: setup ## unit tests only (no engines)
@@ -42,6 +42,9 @@ typecheck: setup ## mypy --strict on the package
 
 validate: setup ## render and validate charts, manifests, compose and skaffold config
 	@scripts/validate.sh
+
+audit: setup ## known vulnerabilities in the locked Python packages (pip-audit; dated exceptions in setup/audit)
+	@setup/audit.sh
 
 bench: setup-runtime ## quick benchmarks (<= 5 min), results in BENCHMARKS.md
 	@$(BIN)/python -m bench.run --quick
@@ -69,6 +72,8 @@ k8s-smoke: ## on a `make k8s-up` cluster: deploy with the simulator, prove rows,
 	@K8S=$(K8S) REGISTRY=$(REGISTRY) TAG=$(TAG) k8s/smoke.sh
 
 clean: stack-down ## stop the stack and remove local data (.tickpipe: data, logs, checkpoints)
+	@# As root, PostgreSQL's data may live outside .tickpipe (a folder its user can reach); the state dir names it.
+	@if [ -f .tickpipe/postgres/server-dir ]; then rm -rf "$$(cat .tickpipe/postgres/server-dir)"; fi
 	rm -rf .tickpipe
 
 distclean: clean ## also remove downloaded dependencies (.venv, .deps)

@@ -70,8 +70,8 @@ if [ "$dump" = --list ]; then
 fi
 
 step "stop the writers: ingestor scaled to 0, MA job suspended (with a savepoint)"
-replicas=$(k get "deployment/$release-ingestor" -o 'jsonpath={.spec.replicas}' 2> /dev/null || echo 0)
-k scale "deployment/$release-ingestor" --replicas 0 > /dev/null 2>&1 || true
+replicas=$(k get "statefulset/$release-ingestor" -o 'jsonpath={.spec.replicas}' 2> /dev/null || echo 0)
+k scale "statefulset/$release-ingestor" --replicas 0 > /dev/null 2>&1 || true
 k patch "flinkdeployment/$release-ma-job" --type merge -p '{"spec":{"job":{"state":"suspended"}}}' > /dev/null 2>&1 || true
 k wait "flinkdeployment/$release-ma-job" --for 'jsonpath={.status.jobStatus.state}=FINISHED' --timeout 10m \
   > /dev/null 2>&1 || echo "  (the MA job did not report FINISHED; continuing: its writes are upserts)"
@@ -90,7 +90,7 @@ fi
 
 step "start the writers again"
 k patch "flinkdeployment/$release-ma-job" --type merge -p '{"spec":{"job":{"state":"running"}}}' > /dev/null 2>&1 || true
-k scale "deployment/$release-ingestor" --replicas "${replicas:-1}" > /dev/null 2>&1 || true
+k scale "statefulset/$release-ingestor" --replicas "${replicas:-1}" > /dev/null 2>&1 || true
 if [ -n "${failed:-}" ]; then
   fail restore "the restore pod failed (above); $database is unchanged and the writers run again"
 fi

@@ -144,7 +144,7 @@ wait_for kafka "Kafka $release Ready" ready_condition "kafka/$release"
 wait_for topics "every KafkaTopic Ready" all_topics_ready
 wait_for timescaledb "StatefulSet rolled out" rolled_out "statefulset/$release-timescaledb"
 wait_for sim "simulated exchange rolled out" rolled_out "deployment/$release-ingestor-sim"
-wait_for ingestor "Deployment rolled out (ready to produce)" rolled_out "deployment/$release-ingestor"
+wait_for ingestor "StatefulSet rolled out (ready to produce)" rolled_out "statefulset/$release-ingestor"
 wait_for ma-job "FlinkDeployment job RUNNING" job_running
 wait_for grafana "Deployment rolled out" rolled_out "deployment/$release-grafana"
 

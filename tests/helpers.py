@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, Producer
 
 from tickpipe.config import Settings
 from tickpipe.db import price_tick_rows
-from tickpipe.kafka import producer_config
+from tickpipe.kafka import consumer_config, producer_config
 from tickpipe.schema import Tick
 
 T = TypeVar("T")
@@ -85,12 +85,11 @@ def assert_same_rows(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
 def consume(settings: Settings, topic: str, count: int, timeout: float = 60.0) -> list[Any]:
     """Read `count` JSON records from the start of `topic` (fails at the deadline with what it got)."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"test-reader-{time.monotonic_ns()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+        consumer_config(
+            settings,
+            f"test-reader-{time.monotonic_ns()}",
+            **{"auto.offset.reset": "earliest", "enable.auto.commit": False},
+        )
     )
     consumer.subscribe([topic])
     records: list[Any] = []

@@ -16,6 +16,7 @@ const CFG = '@grafana/schema/dist/esm/raw/composable';
 const PANELS = {
   barchart: `${CFG}/barchart/panelcfg/x/BarChartPanelCfg_types.gen`,
   bargauge: `${CFG}/bargauge/panelcfg/x/BarGaugePanelCfg_types.gen`,
+  candlestick: `${CFG}/candlestick/panelcfg/x/CandlestickPanelCfg_types.gen`,
   gauge: `${CFG}/gauge/panelcfg/x/GaugePanelCfg_types.gen`,
   histogram: `${CFG}/histogram/panelcfg/x/HistogramPanelCfg_types.gen`,
   piechart: `${CFG}/piechart/panelcfg/x/PieChartPanelCfg_types.gen`,

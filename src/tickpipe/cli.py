@@ -37,7 +37,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("tickpipe.sim.cli", "tool: Binance-compatible simulated exchange (WebSocket server)"),
     "run": ("tickpipe.run.cli", "tool: run the whole pipeline locally (what `make run` calls)"),
     "top": ("tickpipe.top.cli", "tool: live terminal view of prices, MAs and pipeline health"),
-    "chart": ("tickpipe.chart.cli", "tool: price + MA(5) + MA(20) + volume chart from the database, as PNG"),
+    "chart": ("tickpipe.chart.cli", "tool: candles + Bollinger + volume + RSI (or --ticks: price + MAs) chart, as PNG"),
     "alert-level": (
         "tickpipe.alerts.cli",
         "tool: price levels the Grafana price alert watches per symbol: add|remove|list",
@@ -46,6 +46,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "tickpipe.k8s.cli",
         "tool: health of a cluster deployment (FlinkDeployment, Kafka, pods, Grafana)",
     ),
+    "dlq": ("tickpipe.dlq.cli", "tool: dead letters (rejected input): stats|tail|replay"),
 }
 
 

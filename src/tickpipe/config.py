@@ -9,26 +9,40 @@ variables always win).
 from __future__ import annotations
 
 import os
-import re
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tickpipe.errors import ConfigError
+from tickpipe.schema import SYMBOL_RULE, is_symbol
 
 DEFAULT_SYMBOLS = ("btcusdt", "ethusdt", "bnbusdt", "solusdt", "xrpusdt")
-_SYMBOL = re.compile(r"^[a-z0-9]{2,20}$")
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 class LogFormat(StrEnum):
     AUTO = "auto"  # pretty on a terminal, JSON otherwise (containers, files)
     JSON = "json"
     CONSOLE = "console"
+
+
+class KafkaSecurityProtocol(StrEnum):
+    """librdkafka's and the Java client's `security.protocol` values (the same four names in both)."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class KafkaSaslMechanism(StrEnum):
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
 
 
 class MaEngine(StrEnum):
@@ -54,6 +68,16 @@ class Settings(BaseSettings):
     kafka_topic: str = "price-ticks"
     kafka_dlq_topic: str = "price-ticks.dlq"
     kafka_topic_partitions: int = Field(default=6, ge=1, le=1000)
+    # TLS and SASL/SCRAM for every Kafka client (ingestor, MA job, tools); tickpipe.kafka maps them to librdkafka's
+    # properties and tickpipe.ma_job.tables to the Java client's. The CA is a PEM file; unset = the system's CAs.
+    kafka_security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: KafkaSaslMechanism = KafkaSaslMechanism.SCRAM_SHA_512
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: Path | None = None
+    # A client certificate and key (PEM), only for brokers that require mutual TLS.
+    kafka_ssl_certificate_location: Path | None = None
+    kafka_ssl_key_location: Path | None = None
 
     # The owner role used by the migrator; no password in the URL: it comes from DATABASE_PASSWORD.
     database_url: str = "postgresql://tickpipe@localhost:5432/tickpipe"
@@ -62,6 +86,9 @@ class Settings(BaseSettings):
     database_writer_password: SecretStr | None = None
     database_reader_user: str = "tickpipe_reader"
     database_reader_password: SecretStr | None = None
+    # The CA that signed the server's certificate, for ?sslmode=verify-full (or verify-ca); `sslrootcert=` in
+    # DATABASE_URL's query does the same. Read by libpq (stages, tools) and by the JDBC driver (the MA job's sink).
+    database_ssl_root_cert: Path | None = None
 
     binance_ws_url: str = "wss://stream.binance.com:9443"
     symbols: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SYMBOLS
@@ -72,7 +99,14 @@ class Settings(BaseSettings):
     ingest_rotate_after_seconds: float = Field(default=86_400.0 - 600.0, gt=0)
     ingest_gap_after_ms: int = Field(default=5000, ge=1)
     ingest_max_attempts_per_5min: int = Field(default=250, ge=1, le=300)  # Binance bans at 300 per IP
-    ingest_queue_max_messages: int = Field(default=200_000, ge=1000)  # bounded memory while Kafka is down
+    # Bounded memory while Kafka is down (the librdkafka queue); beyond it ticks spill to disk. Small values are for
+    # fault tests: a tiny queue reaches the spill in a second instead of minutes.
+    ingest_queue_max_messages: int = Field(default=200_000, ge=1)
+    # The disk-backed buffer behind the producer queue: an append-only segment log, produced in order once Kafka is
+    # back, so an outage of hours loses nothing. Unset dir = $TICKPIPE_HOME/ingest-spill (a PVC in Kubernetes).
+    # INGEST_SPILL_MAX_BYTES=0 turns it off: a full queue then holds the exchange's reader (back-pressure).
+    ingest_spill_dir: Path | None = None
+    ingest_spill_max_bytes: int = Field(default=1 << 30, ge=0)
 
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     log_format: LogFormat = LogFormat.AUTO
@@ -87,6 +121,11 @@ class Settings(BaseSettings):
     checkpoint_interval_seconds: float = Field(default=10.0, gt=0)
     sink_flush_max_rows: int = Field(default=1000, ge=1)
     sink_flush_interval_ms: int = Field(default=200, ge=0)
+
+    # `tickpipe run` restarts a stage or engine that dies, with backoff; more restarts of one than this within the
+    # window stop the run (something is wrong that a restart does not fix).
+    run_max_restarts: int = Field(default=5, ge=0)
+    run_restart_window_seconds: float = Field(default=300.0, gt=0)
 
     jars_dir: Path = Path(".deps/jars")
     migrations_dir: Path = Path("storage/migrations")
@@ -108,7 +147,37 @@ class Settings(BaseSettings):
             raise ValueError("expected postgresql://user@host:port/dbname")
         if parts.password:
             raise ValueError("put the password in DATABASE_PASSWORD, not in the URL (it would be logged)")
+        sslmode = parse_qs(parts.query).get("sslmode", [None])[0]
+        if sslmode is not None and sslmode not in _SSLMODES:
+            raise ValueError(f"sslmode={sslmode} is not one of {', '.join(_SSLMODES)}")
         return value
+
+    @field_validator("kafka_ssl_ca_location", "kafka_ssl_certificate_location", "kafka_ssl_key_location")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        # Checked at start-up: librdkafka would otherwise fail later, once per connection attempt, in its own words.
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value.resolve() if value is not None else None
+
+    @field_validator("database_ssl_root_cert")
+    @classmethod
+    def _existing_root_cert(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value.resolve() if value is not None else None
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        sasl = self.kafka_security_protocol in {KafkaSecurityProtocol.SASL_SSL, KafkaSecurityProtocol.SASL_PLAINTEXT}
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                "needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        if bool(self.kafka_ssl_certificate_location) != bool(self.kafka_ssl_key_location):
+            raise ValueError("KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION go together (mutual TLS)")
+        return self
 
     @field_validator("binance_ws_url")
     @classmethod
@@ -124,9 +193,9 @@ class Settings(BaseSettings):
         symbols = tuple(dict.fromkeys(s.strip().lower() for s in items if s.strip()))
         if not symbols:
             raise ValueError("expected a comma-separated list of symbols, e.g. btcusdt,ethusdt")
-        bad = [s for s in symbols if not _SYMBOL.match(s)]
+        bad = [s for s in symbols if not is_symbol(s)]
         if bad:
-            raise ValueError(f"not a symbol: {', '.join(bad)} (expected letters and digits, e.g. btcusdt)")
+            raise ValueError(f"not a symbol: {', '.join(bad)} (expected {SYMBOL_RULE}, e.g. btcusdt)")
         return symbols
 
     @field_validator("log_level")
@@ -152,7 +221,10 @@ class Settings(BaseSettings):
 
     @cached_property
     def database(self) -> DatabaseAddress:
-        return DatabaseAddress.parse(self.database_url)
+        address = DatabaseAddress.parse(self.database_url)
+        if self.database_ssl_root_cert:
+            address.sslrootcert = str(self.database_ssl_root_cert)
+        return address
 
     def conninfo(self, role: str = "owner") -> str:
         """A libpq connection string for `owner`, `writer` or `reader`, with that role's password."""
@@ -165,10 +237,20 @@ class Settings(BaseSettings):
 
 
 class DatabaseAddress:
-    """Host, port, database, owner user and TLS mode (`?sslmode=`) parsed from DATABASE_URL."""
+    """Host, port, database, owner user and TLS (`?sslmode=`, `&sslrootcert=`) parsed from DATABASE_URL."""
 
-    def __init__(self, host: str, port: int, dbname: str, user: str, sslmode: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        dbname: str,
+        user: str,
+        sslmode: str | None = None,
+        *,
+        sslrootcert: str | None = None,
+    ) -> None:
         self.host, self.port, self.dbname, self.user, self.sslmode = host, port, dbname, user, sslmode
+        self.sslrootcert = sslrootcert
 
     @classmethod
     def parse(cls, url: str) -> DatabaseAddress:
@@ -179,6 +261,7 @@ class DatabaseAddress:
             dbname=parts.path.lstrip("/") or "tickpipe",
             user=parts.username or "tickpipe",
             sslmode=parse_qs(parts.query).get("sslmode", [None])[0],
+            sslrootcert=parse_qs(parts.query).get("sslrootcert", [None])[0],
         )
 
     def conninfo(self, user: str, password: str | None) -> str:
@@ -187,11 +270,15 @@ class DatabaseAddress:
             fields["password"] = password
         if self.sslmode:
             fields["sslmode"] = self.sslmode
+        if self.sslrootcert:
+            fields["sslrootcert"] = self.sslrootcert
         return " ".join(f"{key}='{_libpq_quote(value)}'" for key, value in fields.items())
 
     def jdbc_url(self) -> str:
-        tls = f"?sslmode={self.sslmode}" if self.sslmode else ""
-        return f"jdbc:postgresql://{self.host}:{self.port}/{self.dbname}{tls}"
+        # pgjdbc takes libpq's names (sslmode, sslrootcert: a PEM file) and checks the host name for verify-full.
+        tls = {key: value for key, value in (("sslmode", self.sslmode), ("sslrootcert", self.sslrootcert)) if value}
+        query = f"?{urlencode(tls, safe='/')}" if tls else ""
+        return f"jdbc:postgresql://{self.host}:{self.port}/{self.dbname}{query}"
 
 
 def _libpq_quote(value: str) -> str:

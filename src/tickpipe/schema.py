@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,9 +19,61 @@ from typing import Any
 
 TICK_FIELDS = ("symbol", "timestamp", "price", "volume", "source")
 
+# The symbol rule, defined here once: 2 to 20 ASCII letters and digits (Binance's spot symbols, e.g. BTCUSDT),
+# case-insensitive on input, upper case in ticks and tables. Settings (SYMBOLS, lower case for stream names), the
+# alert levels and the ticks use is_symbol(); the JVM parser (services/ma-job/udf ParseTick.isSymbol) applies the
+# same rule (tests/ma_job/test_parse_tick.py), and migration 0003's CHECK states it for the stored form
+# (SYMBOL_SQL_PATTERN; an applied migration cannot change, so tests/dlq/test_symbol_rule.py holds them equal).
+SYMBOL_RULE = "2 to 20 letters and digits"
+SYMBOL_SQL_PATTERN = "^[A-Z0-9]{2,20}$"
+_SYMBOL = re.compile(r"[A-Za-z0-9]{2,20}")
+
+# Event times a tick may carry: after 1970, before the year 10000 (what ISO-8601 with 4-digit years, PostgreSQL
+# and Flink's TIMESTAMP(3) all represent).
+MAX_EVENT_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+# JSON numbers longer than this are not read (Python's int() stops at 4300 digits), nor documents nested deeper than
+# this (json.loads would hit the recursion limit near 1000). The JVM parser applies the same limits.
+MAX_NUMBER_LENGTH = 1000
+MAX_NESTING = 500
+# A reason is one line of at most this many characters: it is a label and a hint, never a dump of the input.
+MAX_REASON_LENGTH = 200
+# A dead letter keeps at most this many characters of the raw payload: a record must fit in a Kafka message
+# (1 MB) even when every character needs a 6-byte JSON escape. Longer payloads are cut and marked truncated.
+MAX_RAW_LENGTH = 65_536
+# Version 2 added `v`, `raw_length` and `raw_truncated`; version 1 records (without `v`) have the raw payload whole.
+DEAD_LETTER_VERSION = 2
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})"
+)
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NOT_FINITE = frozenset({"nan", "inf", "infinity"})
+_BLANK = "".join(map(chr, range(33)))  # what Java's String.trim() removes: controls and space
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def is_symbol(text: object) -> bool:
+    """Whether `text` is a symbol (in either case): 2 to 20 ASCII letters and digits."""
+    return isinstance(text, str) and _SYMBOL.fullmatch(text) is not None
+
+
+def one_line(reason: str) -> str:
+    """A reason as the dead-letter record carries it: control characters as spaces, at most MAX_REASON_LENGTH."""
+    text = _CONTROL.sub(" ", reason)
+    return text if len(text) <= MAX_REASON_LENGTH else text[: MAX_REASON_LENGTH - 1] + "…"
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a reason, a bounded label: the text before its first detail ("price is not a number: 'x'" →
+    "price is not a number", "price must be positive, got -1" → "price must be positive")."""
+    return reason.split(":", 1)[0].split(",", 1)[0][:60].strip()
+
 
 class InvalidTick(ValueError):
-    """A record that is not a valid tick; `str(error)` is the reason recorded in the dead-letter topic."""
+    """A record that is not a valid tick; `str(error)` is the reason recorded in the dead-letter topic (one line,
+    bounded: see one_line)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(one_line(reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,46 +108,101 @@ def _second(seconds: int) -> str:
 
 
 def parse_timestamp(value: str) -> int:
-    """ISO-8601 (UTC, `Z` or offset) → epoch milliseconds."""
+    """ISO-8601 `yyyy-MM-ddTHH:mm[:ss[.f…]]` with `Z` or `±HH:MM` → epoch milliseconds; ValueError if it is not one
+    or its UTC year is not 1 to 9999. Only this form: fromisoformat() alone also takes week dates, basic formats and
+    any separator, which the JVM parser (ISO_OFFSET_DATE_TIME) does not."""
+    if not _TIMESTAMP.fullmatch(value):
+        raise ValueError("not an ISO-8601 timestamp with a zone")
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError("timestamp has no time zone")
-    return round(moment.astimezone(UTC).timestamp() * 1000)
+    try:
+        return round(moment.astimezone(UTC).timestamp() * 1000)
+    except OverflowError:  # an offset that moves year 1 or 9999 out of range
+        raise ValueError("timestamp out of range") from None
+
+
+def _show(value: Any) -> str:
+    """A value as a reason quotes it: its repr, abbreviated (a 1 MB string stays out of the reason)."""
+    if isinstance(value, str) and len(value) > 40:
+        return repr(value[:40]) + "…"
+    if isinstance(value, dict | list):
+        return "{...}" if isinstance(value, dict) else "[...]"
+    return repr(value)
 
 
 def validate_tick(symbol: Any, event_time_ms: Any, price: Any, volume: Any, source: str) -> Tick:
     """Build a Tick from loosely typed values (numbers may be strings, as Binance sends them)."""
-    if not isinstance(symbol, str) or not symbol.isalnum():
-        raise InvalidTick(f"invalid symbol: {symbol!r}")
+    if not is_symbol(symbol):
+        raise InvalidTick(f"invalid symbol: {_show(symbol)}")
     price_value = _number("price", price)
     volume_value = _number("volume", volume)
     if price_value <= 0:
-        raise InvalidTick(f"price must be positive, got {price!r}")
+        raise InvalidTick(f"price must be positive, got {_show(price)}")
     if volume_value < 0:
-        raise InvalidTick(f"volume must not be negative, got {volume!r}")
-    if isinstance(event_time_ms, bool) or not isinstance(event_time_ms, int) or event_time_ms <= 0:
-        raise InvalidTick(f"invalid event time: {event_time_ms!r}")
+        raise InvalidTick(f"volume must not be negative, got {_show(volume)}")
+    if (
+        isinstance(event_time_ms, bool)
+        or not isinstance(event_time_ms, int)
+        or not 0 < event_time_ms <= MAX_EVENT_TIME_MS
+    ):
+        raise InvalidTick(f"invalid event time: {_show(event_time_ms)}")
     return Tick(symbol.upper(), event_time_ms, price_value, volume_value, source)
 
 
 def _number(name: str, value: Any) -> float:
+    """A JSON number, or a string holding a plain decimal one (Binance sends prices as strings), finite. Stricter
+    than float(), which also takes "1_000" and non-ASCII digits: the JVM parser reads exactly the same strings."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise InvalidTick(f"{name} is not a number: {value!r}")
+        raise InvalidTick(f"{name} is not a number: {_show(value)}")
+    if isinstance(value, str):
+        text = value.strip(_BLANK)
+        unsigned = text[1:] if text.startswith(("+", "-")) else text
+        if unsigned.lower() in _NOT_FINITE:
+            raise InvalidTick(f"{name} is not finite: {_show(value)}")
+        if not _DECIMAL.fullmatch(text):
+            raise InvalidTick(f"{name} is not a number: {_show(value)}")
     try:
         number = float(value)
-    except ValueError:
-        raise InvalidTick(f"{name} is not a number: {value!r}") from None
+    except OverflowError:  # an integer beyond the largest double
+        number = math.inf
     if not math.isfinite(number):
-        raise InvalidTick(f"{name} is not finite: {value!r}")
+        raise InvalidTick(f"{name} is not finite: {_show(value)}")
     return number
 
 
-def parse_tick(raw: bytes | str) -> Tick:
-    """Parse a tick from its wire JSON; raise InvalidTick with the reason."""
+def _json_number(text: str) -> int | float:
+    # json.loads would read a 5000-digit integer into int() (ValueError past 4300 digits) or keep a 10**400 that
+    # float() cannot hold: numbers are bounded as the JVM parser bounds them.
+    if len(text) > MAX_NUMBER_LENGTH:
+        raise InvalidTick(f"not JSON: number longer than {MAX_NUMBER_LENGTH} characters")
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest more than `limit` deep (the root container is 1). Iterative: no recursion limit."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, dict | list):
+            continue
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def parse_tick(raw: bytes | str | None) -> Tick:
+    """Parse a tick from its wire JSON; raise InvalidTick with the reason (and nothing else, whatever `raw` is)."""
+    if raw is None:  # a Kafka record without a value
+        raise InvalidTick("not JSON: empty record")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_int=_json_number, parse_float=_json_number)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidTick(f"not JSON: {error.msg if hasattr(error, 'msg') else error}") from None
+    except RecursionError:
+        raise InvalidTick("not JSON: nested too deeply") from None
+    if _nested_deeper_than(data, MAX_NESTING):
+        raise InvalidTick("not JSON: nested too deeply")
     if not isinstance(data, dict):
         raise InvalidTick("not a JSON object")
     missing = [name for name in TICK_FIELDS if name not in data]
@@ -105,18 +213,23 @@ def parse_tick(raw: bytes | str) -> Tick:
     except ValueError:
         event_time_ms = None
     if event_time_ms is None:
-        raise InvalidTick(f"invalid timestamp: {data['timestamp']!r}")
+        raise InvalidTick(f"invalid timestamp: {_show(data['timestamp'])}")
     return validate_tick(data["symbol"], event_time_ms, data["price"], data["volume"], str(data["source"]))
 
 
-def dead_letter(raw: bytes | str, reason: str, stage: str, *, source: str | None = None) -> bytes:
-    """The dead-letter record: the raw payload, verbatim, with why it was rejected and by whom."""
+def dead_letter(raw: bytes | str | None, reason: str, stage: str, *, source: str | None = None) -> bytes:
+    """The dead-letter record: the raw payload, verbatim (up to MAX_RAW_LENGTH characters, then marked truncated),
+    with why it was rejected (one line) and by whom. `tickpipe dlq` reads these (tickpipe.dlq.records)."""
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    length = 0 if text is None else len(text)
     record = {
-        "reason": reason,
+        "v": DEAD_LETTER_VERSION,
+        "reason": one_line(reason),
         "stage": stage,
         "source": source,
-        "raw": text,
+        "raw": text if text is None or length <= MAX_RAW_LENGTH else text[:MAX_RAW_LENGTH],
+        "raw_length": length,
+        "raw_truncated": length > MAX_RAW_LENGTH,
         "rejected_at": format_timestamp(time.time_ns() // 1_000_000),
     }
     return json.dumps(record, separators=(",", ":")).encode()

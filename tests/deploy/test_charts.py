@@ -631,7 +631,7 @@ def test_a_stage_image_without_a_registry_outside_a_local_cluster_fails_in_one_l
     error = render_error(charts_copy, stage, local=False).strip()
     # Helm's own advice follows on later lines; the chart's message is one line that names the value.
     assert f"image.registry is required ({stage}.image.registry in the umbrella chart)" in error.splitlines()[0]
-    kind = {"ma-job": "FlinkDeployment", "migrator": "Job", "ingestor": "Deployment"}[stage]
+    kind = {"ma-job": "FlinkDeployment", "migrator": "Job", "ingestor": "StatefulSet"}[stage]
     workload = find(
         render(charts_copy, stage, local=False, **{"image.registry": "ghcr.io/you", "image.tag": "1.2.3"}), kind
     )
@@ -726,3 +726,355 @@ def test_with_a_registry_every_tickpipe_image_of_the_release_comes_from_it(
     ours = [image for image in images if "tickpipe-" in image]
     assert len(ours) >= 4
     assert all(image.startswith("registry.example.com/tickpipe/tickpipe-") for image in ours), ours
+
+
+# -- Kafka TLS + SASL/SCRAM and the ingestor's spill volume ----------------------------------------------------------
+
+PRODUCTION = CHARTS / "tickpipe" / "ci" / "production-values.yaml"
+
+
+@pytest.fixture(scope="module")
+def production(charts_copy: Path) -> list[dict[str, Any]]:
+    """The umbrella chart as in production: Strimzi's TLS listener with SCRAM-SHA-512 and ACLs, no plain listener."""
+    return render(charts_copy, "tickpipe", PRODUCTION, release="prices", local=False)
+
+
+def layered_pods(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, pod spec) of each pod a workload runs; a FlinkDeployment's JobManager and TaskManager pods are its
+    shared template with the role's template over it (lists joined: test_flink_template_layers_... keeps them apart)."""
+    if doc["kind"] != "FlinkDeployment":
+        yield from pod_specs(doc)
+        return
+    shared = doc["spec"]["podTemplate"]["spec"]
+    for role in ("jobManager", "taskManager"):
+        own = doc["spec"][role].get("podTemplate", {}).get("spec", {})
+        main, extra = shared["containers"][0], (own.get("containers") or [{}])[0]
+        container = {**main, **extra}
+        for key in ("env", "envFrom", "volumeMounts"):
+            container[key] = main.get(key, []) + extra.get(key, [])
+        pod = {**shared, "containers": [container], "volumes": shared.get("volumes", []) + own.get("volumes", [])}
+        yield f"FlinkDeployment/{doc['metadata']['name']} {role}", pod
+
+
+def effective_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, Any]:
+    """A container's variables: its ConfigMaps (envFrom) under its own `env` entries (a value or a valueFrom)."""
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    env: dict[str, Any] = {}
+    for source in container.get("envFrom", []):
+        env |= configmaps.get(source.get("configMapRef", {}).get("name"), {})
+    env |= {item["name"]: item.get("value", item.get("valueFrom")) for item in container.get("env", [])}
+    return env
+
+
+def mounted_file(pod: dict[str, Any], container: dict[str, Any], path: str) -> tuple[str, str, str]:
+    """(kind, name, key) of the Secret or ConfigMap item a container sees at `path` (through a whole-volume mount)."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        directory = mount["mountPath"].rstrip("/") + "/"
+        if path.startswith(directory) and "subPath" not in mount:
+            volume, file = volumes[mount["name"]], path.removeprefix(directory)
+            for kind, name_key in (("secret", "secretName"), ("configMap", "name")):
+                if kind in volume:
+                    source = volume[kind]
+                    keys = {item["path"]: item["key"] for item in source.get("items", [])}
+                    assert mount.get("readOnly") is True, (mount, "certificates are mounted read-only")
+                    return kind, source[name_key], keys.get(file, file)
+    raise AssertionError(f"nothing is mounted at {path} in {container['name']}")
+
+
+def kafka_clients(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """(where, pod, container, env) of every container that talks to Kafka: the ingestor, the MA job's JobManager
+    (it builds the job) and TaskManagers (they run its Kafka clients), and the Kafka chart's `helm test` pod."""
+    clients = []
+    for doc in docs:
+        for where, pod in layered_pods(doc):
+            for container in pod["containers"]:
+                env = effective_env(docs, container)
+                if "KAFKA_BOOTSTRAP_SERVERS" in env or "kafka-topics.sh" in " ".join(container.get("command", [])):
+                    clients.append((where, pod, container, env))
+    return clients
+
+
+def test_production_kafka_serves_only_a_tls_listener_with_scram_and_a_user_per_client(
+    production: list[dict[str, Any]],
+) -> None:
+    kafka = find(production, "Kafka")["spec"]["kafka"]
+    assert kafka["listeners"] == [
+        {"name": "tls", "port": 9093, "type": "internal", "tls": True,
+         "authentication": {"type": "scram-sha-512"}, "networkPolicyPeers": kafka["listeners"][0]["networkPolicyPeers"]}
+    ]  # fmt: skip
+    assert kafka["authorization"] == {"type": "simple"}
+    assert "userOperator" in find(production, "Kafka")["spec"]["entityOperator"]
+    users = {d["metadata"]["labels"]["tickpipe.dev/client"]: d for d in production if d["kind"] == "KafkaUser"}
+    assert set(users) == {"ingestor", "ma-job", "tools"}
+    for client, user in users.items():
+        assert user["metadata"]["labels"]["strimzi.io/cluster"] == "prices", client
+        assert user["spec"]["authentication"] == {"type": "scram-sha-512"}, client
+        assert user["spec"]["authorization"]["acls"], client
+    topics = {t["spec"]["topicName"] for t in production if t["kind"] == "KafkaTopic"}
+    for user in users.values():
+        for acl in user["spec"]["authorization"]["acls"]:
+            if acl["resource"]["type"] == "topic":
+                assert acl["resource"]["name"] in topics, (user["metadata"]["name"], acl)
+
+
+def test_production_kafka_clients_authenticate_with_their_users_secret_and_trust_the_cluster_ca(
+    production: list[dict[str, Any]],
+) -> None:
+    """Every Kafka client pod: SASL_SSL with SCRAM-SHA-512 on the TLS listener, as its own KafkaUser; the password
+    from the Secret Strimzi writes for that user (a secretKeyRef, never a value); KAFKA_SSL_CA_LOCATION a file mounted
+    from the cluster CA's Secret."""
+    kafka = find(production, "Kafka")
+    cluster = kafka["metadata"]["name"]
+    tls_port = next(item["port"] for item in kafka["spec"]["kafka"]["listeners"] if item["tls"])
+    users = {d["metadata"]["name"] for d in production if d["kind"] == "KafkaUser"}
+    clients = kafka_clients(production)
+    assert {where.split()[-1] for where, *_ in clients} >= {"jobManager", "taskManager"}
+    assert any(where.startswith("StatefulSet/") for where, *_ in clients)
+    assert any(where.startswith("Pod/") for where, *_ in clients)
+    for where, pod, container, env in clients:
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", where
+        assert env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", where
+        assert env["KAFKA_SASL_USERNAME"] in users, where
+        assert env["KAFKA_SASL_PASSWORD"] == {
+            "secretKeyRef": {"name": env["KAFKA_SASL_USERNAME"], "key": "password"}
+        }, where
+        for server in env.get("KAFKA_BOOTSTRAP_SERVERS", f"{cluster}-kafka-bootstrap:{tls_port}").split(","):
+            assert server == f"{cluster}-kafka-bootstrap:{tls_port}", where
+        ca = mounted_file(pod, container, env["KAFKA_SSL_CA_LOCATION"])
+        assert ca == ("secret", f"{cluster}-cluster-ca-cert", "ca.crt"), where
+    # The kafka chart's own test reaches the TLS listener too (there is no plain one).
+    test_pod = next(c for where, _, c, _ in clients if where.startswith("Pod/"))
+    assert f"{cluster}-kafka-bootstrap:{tls_port} --command-config" in test_pod["command"][-1]
+
+
+def test_no_password_is_a_value_in_any_manifest(renderings: dict[str, list[dict[str, Any]]],
+                                                production: list[dict[str, Any]]) -> None:  # fmt: skip
+    """A variable holding a password comes from a Secret (secretKeyRef); no ConfigMap carries one."""
+    checked = 0
+    for case, docs in {**renderings, "tickpipe:production": production}.items():
+        for doc in docs:
+            if doc["kind"] == "ConfigMap":
+                assert not [key for key in doc.get("data", {}) if "PASSWORD" in key], (case, doc["metadata"]["name"])
+            for where, pod in pod_specs(doc):
+                for container in pod["containers"]:
+                    for item in container.get("env", []):
+                        if "PASSWORD" in item["name"] and item["name"] != "GF_SECURITY_ADMIN_PASSWORD__FILE":
+                            checked += 1
+                            assert "value" not in item and "secretKeyRef" in item["valueFrom"], (case, where, item)
+    assert checked >= 10
+
+
+@pytest.mark.parametrize("chart", ["ingestor", "ma-job"])
+def test_a_kafka_client_chart_with_sasl_but_no_password_secret_fails_in_one_line(charts_copy: Path, chart: str) -> None:
+    error = render_error(charts_copy, chart, **{"env.KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                                                 "env.KAFKA_SASL_USERNAME": "someone"})  # fmt: skip
+    assert "needs kafkaSecurity.passwordSecret.name" in error.strip().splitlines()[0], error
+    error = render_error(charts_copy, chart, **{"env.KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                                                 "kafkaSecurity.passwordSecret.name": "someone"})  # fmt: skip
+    assert "needs env.KAFKA_SASL_USERNAME" in error.strip().splitlines()[0], error
+
+
+@pytest.mark.parametrize(
+    ("chart", "sets"),
+    [
+        ("ingestor", {"env.KAFKA_SASL_PASSWORD": "hunter2"}),  # a literal password: only from a Secret
+        ("ma-job", {"env.KAFKA_SASL_PASSWORD": "hunter2"}),
+        ("ingestor", {"env.KAFKA_SSL_CA_LOCATION": "/ca.pem"}),  # a path: only to what kafkaSecurity.ca mounts
+        ("ma-job", {"env.DATABASE_SSL_ROOT_CERT": "/ca.pem"}),
+        ("ingestor", {"env.KAFKA_SECURITY_PROTOCOL": "TLS"}),
+        ("ma-job", {"env.KAFKA_SASL_MECHANISM": "PLAIN"}),
+        ("ingestor", {"kafkaSecurity.passwordSecrett.name": "x"}),  # typos
+        ("ma-job", {"kafkaSecurity.ca.secretname": "x"}),
+        ("ma-job", {"database.ca.secret": "x"}),
+        ("ingestor", {"spill.sise": "1Gi"}),
+        ("ingestor", {"spill.size": "1GB"}),  # INGEST_SPILL_MAX_BYTES is computed: binary units only
+        ("ingestor", {"spill.volumeType": "hostPath"}),
+        ("ingestor", {"env.INGEST_SPILL_MAX_BYTES": "5"}),  # from spill.size, not set by hand
+        ("kafka", {"tlsListner.enabled": "true"}),
+        ("kafka", {"users.ingestor.acls[0].operations[0]": "Write"}),
+    ],
+)
+def test_schemas_refuse_literal_secrets_and_typos(charts_copy: Path, chart: str, sets: dict[str, str]) -> None:
+    error = render_error(charts_copy, chart, **sets)
+    assert "values don't meet the specifications of the schema" in error, (sets, error)
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        ({"listener.enabled": "false"}, "listener.enabled and tlsListener.enabled are both false"),
+        ({"authorization.enabled": "true"}, "authorization.enabled needs tlsListener.enabled"),
+        ({"authorization.enabled": "true", "tlsListener.enabled": "true"}, "needs listener.enabled=false"),
+        ({"listener.enabled": "false", "tlsListener.enabled": "true", "users.tools.enabled": "false"},
+         "needs users.tools.enabled"),
+    ],
+)  # fmt: skip
+def test_kafka_listener_settings_that_lock_clients_out_fail_in_one_line(
+    charts_copy: Path, sets: dict[str, str], message: str
+) -> None:
+    assert message in render_error(charts_copy, "kafka", **sets).strip().splitlines()[0]
+
+
+def test_kafka_chart_defaults_and_dev_profiles_stay_plaintext(renderings: dict[str, list[dict[str, Any]]]) -> None:
+    for case in ("kafka:default-values.yaml", "tickpipe:default-values.yaml", "tickpipe:k8s/values-kind.yaml",
+                 "tickpipe:k8s/values-minikube.yaml"):  # fmt: skip
+        docs = renderings[case]
+        listeners = find(docs, "Kafka")["spec"]["kafka"]["listeners"]
+        assert [(item["name"], item["tls"]) for item in listeners] == [("plain", False)], case
+        assert not [d for d in docs if d["kind"] == "KafkaUser"], case
+        for where, _, _, env in kafka_clients(docs):
+            assert env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") == "PLAINTEXT", (case, where)
+
+
+def test_ma_job_trusts_the_database_ca_it_mounts(renderings: dict[str, list[dict[str, Any]]]) -> None:
+    """ci/s3-ha-values.yaml: sslmode=verify-full with the CA from a Secret; the Kafka CA from a ConfigMap."""
+    docs = renderings["ma-job:s3-ha-values.yaml"]
+    for where, pod in layered_pods(find(docs, "FlinkDeployment")):
+        container = pod["containers"][0]
+        env = effective_env(docs, container)
+        assert "sslmode=verify-full" in env["DATABASE_URL"]
+        assert mounted_file(pod, container, env["DATABASE_SSL_ROOT_CERT"]) == ("secret", "tickpipe-db-ca", "ca.crt")
+        assert mounted_file(pod, container, env["KAFKA_SSL_CA_LOCATION"]) == ("configMap", "kafka-ca", "ca.crt")
+        assert env["KAFKA_SASL_PASSWORD"]["secretKeyRef"]["name"] == "tickpipe-ma-job", where
+
+
+def flink_variants(charts: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    tls = {"kafkaSecurity.ca.secretName": "ca", "database.ca.configMapName": "db-ca",
+           "kafkaSecurity.clientCertificate.secretName": "client"}  # fmt: skip
+    variants: dict[str, dict[str, str]] = {
+        "defaults": {},
+        "tls": tls,
+        "tls, shared volume": {
+            **tls,
+            "checkpoints.storage": "filesystem",
+            "persistence.accessModes[0]": "ReadWriteMany",
+        },
+        "tls, object store": {
+            **tls,
+            "persistence.enabled": "false",
+            "checkpoints.dir": "s3://b/c",
+            "savepoints.dir": "s3://b/s",
+            "highAvailability.storageDir": "s3://b/h",
+        },
+    }
+    for name, sets in variants.items():
+        yield name, find(render(charts, "ma-job", **sets), "FlinkDeployment")
+
+
+def test_flink_template_layers_never_both_list_volumes_or_mounts(charts_copy: Path) -> None:
+    """The operator merges a role's pod template over the shared one list by position: volumes (or mounts) listed
+    in both layers would be mixed into each other. Each role sees every certificate and /flink-data where needed."""
+    for name, deployment in flink_variants(charts_copy):
+        spec = deployment["spec"]
+        shared = spec["podTemplate"]["spec"]
+        for role in ("jobManager", "taskManager"):
+            own = spec[role]["podTemplate"]["spec"]
+            assert not (shared.get("volumes") and own.get("volumes")), (name, role)
+            mounts = [c.get("volumeMounts") for c in (shared["containers"][0], own["containers"][0])]
+            assert not all(mounts), (name, role)
+        for where, pod in layered_pods(deployment):
+            container = pod["containers"][0]
+            volumes = {v["name"] for v in pod["volumes"]}
+            assert {m["name"] for m in container.get("volumeMounts", [])} == volumes, (name, where)
+            if name != "defaults":
+                assert {"kafka-ca", "kafka-client-certificate", "database-ca"} <= volumes, (name, where)
+
+
+def spill_case(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+    statefulset = find(docs, "StatefulSet", "-ingestor")
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    return statefulset, effective_env(docs, container), container
+
+
+def quantity_bytes(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti)?", quantity).groups()  # type: ignore[union-attr]
+    return int(number) * {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}[unit]
+
+
+@pytest.mark.parametrize("case", ["ingestor:default-values.yaml", "ingestor:production-values.yaml",
+                                  "tickpipe:production"])  # fmt: skip
+def test_spill_volume_is_a_claim_per_pod_at_ingest_spill_dir_sized_from_values(
+    renderings: dict[str, list[dict[str, Any]]], production: list[dict[str, Any]], case: str
+) -> None:
+    docs = production if case == "tickpipe:production" else renderings[case]
+    statefulset, env, container = spill_case(docs)
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["spill"] == env["INGEST_SPILL_DIR"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True  # the spill is the volume, nothing else
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "spill" and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    size = quantity_bytes(claim["spec"]["resources"]["requests"]["storage"])
+    # The budget leaves room for the file system (ext4 keeps 5% for root; the ingestor is not root).
+    assert int(env["INGEST_SPILL_MAX_BYTES"]) == size * 90 // 100
+    assert statefulset["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+    assert "spill" not in {v["name"] for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_spill_on_empty_dir_or_off(charts_copy: Path) -> None:
+    docs = render(charts_copy, "ingestor", **{"spill.volumeType": "emptyDir", "spill.size": "512Mi",
+                                              "spill.budgetPercent": "50"})  # fmt: skip
+    statefulset, env, container = spill_case(docs)
+    assert "volumeClaimTemplates" not in statefulset["spec"]
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["spill"]["emptyDir"] == {"sizeLimit": "512Mi"}
+    assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["spill"] == env["INGEST_SPILL_DIR"]
+    assert env["INGEST_SPILL_MAX_BYTES"] == str(256 << 20)
+    statefulset, env, container = spill_case(render(charts_copy, "ingestor", **{"spill.enabled": "false"}))
+    assert env["INGEST_SPILL_MAX_BYTES"] == "0" and "INGEST_SPILL_DIR" not in env
+    assert "spill" not in {m["name"] for m in container["volumeMounts"]}
+    assert "volumeClaimTemplates" not in statefulset["spec"]
+
+
+def test_ingestor_is_one_pod_at_a_time(renderings: dict[str, list[dict[str, Any]]]) -> None:
+    """A StatefulSet replaces its pod (never two WebSocket sessions side by side) and gives each its own claim."""
+    statefulset = find(renderings["ingestor:default-values.yaml"], "StatefulSet")
+    assert statefulset["spec"]["replicas"] == 1
+    assert statefulset["spec"]["podManagementPolicy"] == "OrderedReady"
+    assert statefulset["spec"]["serviceName"] == find(renderings["ingestor:default-values.yaml"], "Service")[
+        "metadata"]["name"]  # fmt: skip
+
+
+FILE_SETTINGS = ("KAFKA_SSL_CA_LOCATION", "KAFKA_SSL_CERTIFICATE_LOCATION", "KAFKA_SSL_KEY_LOCATION",
+                 "DATABASE_SSL_ROOT_CERT", "INGEST_SPILL_DIR")  # fmt: skip
+
+
+def test_every_file_a_setting_names_is_mounted_in_that_container(
+    renderings: dict[str, list[dict[str, Any]]], production: list[dict[str, Any]]
+) -> None:
+    """A path in KAFKA_SSL_*_LOCATION, DATABASE_SSL_ROOT_CERT or INGEST_SPILL_DIR is on a volume of the pod that
+    reads it (the settings refuse a missing certificate at start-up; the root file systems are read-only)."""
+    checked = set()
+    for case, docs in {**renderings, "tickpipe:production": production}.items():
+        for doc in docs:
+            for where, template in layered_pods(doc):
+                claims = {t["metadata"]["name"] for t in doc.get("spec", {}).get("volumeClaimTemplates", [])}
+                pod = {**template, "volumes": template.get("volumes", []) + [{"name": n, "claim": {}} for n in claims]}
+                for container in pod["containers"]:
+                    env = effective_env(docs, container)
+                    for name in FILE_SETTINGS:
+                        if isinstance(env.get(name), str):
+                            checked.add(name)
+                            mounts = [m["mountPath"].rstrip("/") for m in container.get("volumeMounts", [])]
+                            assert any(env[name] == m or env[name].startswith(m + "/") for m in mounts), (
+                                case, where, name, env[name])  # fmt: skip
+                            if name != "INGEST_SPILL_DIR":
+                                mounted_file(pod, container, env[name])
+    assert checked >= {"KAFKA_SSL_CA_LOCATION", "DATABASE_SSL_ROOT_CERT", "INGEST_SPILL_DIR"}
+
+
+def test_migrator_trusts_the_database_ca_it_mounts(renderings: dict[str, list[dict[str, Any]]]) -> None:
+    docs = renderings["migrator:external-database-values.yaml"]
+    for doc in docs:
+        for where, pod in pod_specs(doc):
+            container = pod["containers"][0]
+            env = effective_env(docs, container)
+            assert "sslmode=verify-full" in env["DATABASE_URL"], where
+            assert mounted_file(pod, container, env["DATABASE_SSL_ROOT_CERT"]) == (
+                "configMap",
+                "prices-db-ca",
+                "root.crt",
+            )

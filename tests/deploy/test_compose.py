@@ -282,6 +282,19 @@ def test_live_binance_is_one_variable_away_from_the_simulator() -> None:
     assert services()["sim"]["command"][:5] == ["sim", "--host", all_interfaces, "--port", "9443"]
 
 
+def test_ingestor_spills_to_a_named_volume_its_user_can_write() -> None:
+    """The disk buffer survives a recreated container: INGEST_SPILL_DIR is a named volume, and the image creates
+    that folder owned by its user (Docker copies the ownership into a fresh volume; root would own it otherwise)."""
+    ingestor = services()["ingestor"]
+    spill_dir = ingestor["environment"]["INGEST_SPILL_DIR"]
+    assert f"ingest-spill:{spill_dir}" in ingestor["volumes"]
+    assert "ingest-spill" in compose()["volumes"]
+    assert re.fullmatch(r"\$\{INGEST_SPILL_MAX_BYTES:-[1-9]\d*\}", ingestor["environment"]["INGEST_SPILL_MAX_BYTES"])
+    runs = [value for keyword, value in target("ingestor").instructions if keyword == "RUN"]
+    user = target("ingestor").user()
+    assert any(f"mkdir -p {spill_dir}" in run and f"chown {user} {spill_dir}" in run for run in runs), runs
+
+
 # -- versions -----------------------------------------------------------------------------------------------------
 def test_compose_versions_equal_versions_env() -> None:
     pinned, env = versions(), dotenv()

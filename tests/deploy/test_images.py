@@ -144,6 +144,9 @@ def sim_and_ingestor(kafka: TestStack, unique_topics: dict[str, str], tmp_path: 
         "SYMBOLS": symbols,
         "METRICS_PORT": str(metrics_port),
         "LOG_FORMAT": "json",
+        # The compose volume's path is the container's; the test's own folder instead, with compose's budget.
+        "INGEST_SPILL_DIR": str(tmp_path / "ingest-spill"),
+        "INGEST_SPILL_MAX_BYTES": str(1 << 30),
     }
     ingestor = ImageProcess(
         "ingestor",
@@ -154,7 +157,8 @@ def sim_and_ingestor(kafka: TestStack, unique_topics: dict[str, str], tmp_path: 
     try:
         sim.start().wait_for_line("READY ", 60)
         ingestor.start()
-        yield {"settings": settings, "ingestor": ingestor, "metrics": f"http://127.0.0.1:{metrics_port}"}
+        yield {"settings": settings, "ingestor": ingestor, "metrics": f"http://127.0.0.1:{metrics_port}",
+               "spill_dir": Path(ingestor_values["INGEST_SPILL_DIR"])}  # fmt: skip
     finally:
         ingestor.stop(timeout=60)
         sim.stop(timeout=30)
@@ -178,6 +182,7 @@ def test_ingestor_image_command_publishes_simulated_ticks_and_passes_its_healthc
     # The image's HEALTHCHECK probes /healthz; the compose healthcheck (what `depends_on` waits for) /readyz.
     wait_for(lambda: ingestor.check_alive() or probe(f"{running['metrics']}/readyz"), 60, "the ingestor's /readyz")
     assert probe(f"{running['metrics']}/healthz")
+    assert (running["spill_dir"] / ".lock").is_file()  # the disk buffer is where compose's volume would be
     ticks = consume(running["settings"], running["settings"].kafka_topic, 10, timeout=60)
     assert {tick["symbol"] for tick in ticks} <= {"BTCUSDT", "ETHUSDT"}  # SYMBOLS, by the compose name
     assert ingestor.stop(timeout=60), "the ingestor did not stop on SIGTERM (docker stop)"

@@ -266,7 +266,7 @@ def test_images_without_a_registry_fails_in_one_line(tmp_path: Path) -> None:
 RESTORE: list[list[Any]] = [
     ["get statefulset/tickpipe-timescaledb", "timescale/timescaledb:2.27.1-pg17", 0],
     ["get pvc/tickpipe-timescaledb-backups", "", 0],
-    ["get deployment/tickpipe-ingestor", "1", 0],
+    ["get statefulset/tickpipe-ingestor", "1", 0],
     ["run tickpipe-timescaledb-restore", "restore: /backups/tickpipe-20261201T031700Z.dump -> tickpipe_restored", 0],
 ]
 
@@ -277,11 +277,11 @@ def test_restore_stops_the_writers_restores_in_a_pod_and_starts_them_again(tmp_p
     made = [call.split(" --overrides ")[0] for call in calls(tmp_path)]
     job = 'kubectl --namespace tickpipe patch flinkdeployment/tickpipe-ma-job --type merge -p {"spec":{"job":'
     order = [
-        "kubectl --namespace tickpipe scale deployment/tickpipe-ingestor --replicas 0",
+        "kubectl --namespace tickpipe scale statefulset/tickpipe-ingestor --replicas 0",
         job + '{"state":"suspended"}}}',
         "kubectl --namespace tickpipe run tickpipe-timescaledb-restore --image timescale/timescaledb:2.27.1-pg17",
         job + '{"state":"running"}}}',
-        "kubectl --namespace tickpipe scale deployment/tickpipe-ingestor --replicas 1",
+        "kubectl --namespace tickpipe scale statefulset/tickpipe-ingestor --replicas 1",
     ]
     positions = [next(i for i, call in enumerate(made) if call.startswith(step)) for step in order]
     assert positions == sorted(positions)
@@ -307,7 +307,7 @@ def test_a_failed_restore_starts_the_writers_again_and_says_the_database_is_unch
     assert result.stderr.strip().endswith(
         "restore: FAILED: restore: the restore pod failed (above); tickpipe is unchanged and the writers run again"
     )
-    assert any("scale deployment/tickpipe-ingestor --replicas 1" in call for call in calls(tmp_path))
+    assert any("scale statefulset/tickpipe-ingestor --replicas 1" in call for call in calls(tmp_path))
 
 
 def test_restore_takes_only_a_dump_file_name(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -74,3 +75,4 @@ def test_make_run_shows_data_and_ctrl_c_leaves_no_process() -> None:
     assert "Traceback" not in output
     assert not processes_mentioning(str(home)), processes_mentioning(str(home))
     assert (home / "logs" / "ma-job.log").exists()
+    shutil.rmtree(home, ignore_errors=True)  # kept when an assertion fails, to read the logs

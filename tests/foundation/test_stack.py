@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -14,6 +19,7 @@ from tests.conftest import REPO, TestStack
 from tickpipe.errors import StackError
 from tickpipe.kafka import admin_client, ensure_topics
 from tickpipe.stack.components import Postgres
+from tickpipe.stack.lock import StateDirBusy, StateDirLock, holder
 from tickpipe.stack.manager import LocalStack
 from tickpipe.stack.process import pid_alive
 
@@ -94,3 +100,70 @@ def test_a_crashing_engine_fails_fast_naming_its_log(tmp_path: Path) -> None:
     stack = LocalStack(tmp_path, tmp_path / "no-jars")
     with pytest.raises(StackError, match=r"kafka: broker jars missing in .*no-jars.*make setup"):
         stack.up(("kafka",), timeout=10)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+def test_postgres_starts_as_root_from_a_folder_others_cannot_enter() -> None:
+    """A clone in a mode-700 home: the server's user cannot enter the state dir, so its data and socket go to a
+    folder of its own (recorded in the state dir), and the stack just starts."""
+    parent = Path(tempfile.mkdtemp(prefix="tickpipe-private-"))
+    parent.chmod(0o700)
+    home = parent / "clone" / ".tickpipe"
+    stack = LocalStack(home, (REPO / ".deps" / "jars").resolve())
+    outside: Path | None = None
+    try:
+        exports = stack.up(("postgres",), timeout=90)
+        outside = Path((home / "postgres" / "server-dir").read_text().strip())
+        assert not outside.is_relative_to(parent)
+        url = exports["DATABASE_URL"]
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with psycopg.connect(
+            host="127.0.0.1", port=port, dbname="tickpipe", user="tickpipe", password=exports["DATABASE_PASSWORD"]
+        ) as conn:
+            assert conn.execute("SELECT current_setting('data_directory')").fetchone() == (str(outside / "data"),)
+        assert (home / "postgres" / "data" / "PG_VERSION").exists()  # found where the README says, via a link
+        assert [row.running for row in stack.status() if row.component == "postgres"] == [True]
+    finally:
+        stack.down()
+        shutil.rmtree(parent, ignore_errors=True)
+        if outside is not None:
+            shutil.rmtree(outside, ignore_errors=True)
+
+
+def test_one_run_per_state_dir_the_second_is_told_who_has_it(tmp_path: Path) -> None:
+    first = StateDirLock(tmp_path)
+    first.acquire()
+    try:
+        with pytest.raises(
+            StateDirBusy, match=rf"already running on {tmp_path} \(tickpipe run, pid {os.getpid()}, since "
+        ):
+            StateDirLock(tmp_path).acquire()  # flock is per open file: the same process is refused too
+        held = holder(tmp_path)
+        assert held is not None and held.pid == os.getpid()
+    finally:
+        first.release()
+    assert holder(tmp_path) is None
+    second = StateDirLock(tmp_path)
+    second.acquire()  # free again once released, whatever the file says
+    second.release()
+
+
+def test_stack_up_and_down_refuse_while_a_run_holds_the_state_dir(tmp_path: Path) -> None:
+    lock = StateDirLock(tmp_path)
+    lock.acquire()
+    try:
+        env = {**os.environ, "TICKPIPE_HOME": str(tmp_path)}
+        for action in ("up", "down"):
+            result = subprocess.run(
+                [sys.executable, "-m", "tickpipe.cli", "stack", action],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert result.returncode == 1, result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+            assert f"tickpipe run (pid {os.getpid()}, since " in result.stderr
+        assert not (tmp_path / "stack.json").exists()  # nothing was started
+    finally:
+        lock.release()

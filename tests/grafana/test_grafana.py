@@ -13,8 +13,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
+import talib
 import yaml
 
 from tests.conftest import REPO
@@ -26,7 +28,7 @@ from tickpipe.schema import Tick
 
 GRAFANA = REPO / "grafana"
 DATASOURCE_UIDS = {"tickpipe-db", "tickpipe-prometheus"}
-PANEL_TYPES = {"timeseries", "stat", "table", "gauge", "barchart"}
+PANEL_TYPES = {"timeseries", "stat", "table", "gauge", "barchart", "candlestick"}
 SCHEMA_CHECK = REPO / "setup/grafana/check-dashboards.mjs"  # @grafana/schema + TypeScript, installed by make setup
 # Grafana's syntax for the environment in provisioning files: $NAME or ${NAME}, and $$ for a literal $.
 ENV_REFERENCE = re.compile(r"(?<!\$)\$(\{[A-Za-z_]\w*\}|[A-Za-z_]\w*)")
@@ -45,6 +47,19 @@ def alert_rules() -> list[dict[str, Any]]:
     return [rule for group in load_yaml("provisioning/alerting/rules.yaml")["groups"] for rule in group["rules"]]
 
 
+def variable_values(name: str) -> dict[str, list[str]]:
+    """Every value of the custom and constant variables of a dashboard: a query runs once per combination."""
+    return {
+        variable["name"]: [option["value"] for option in variable.get("options") or []] or [variable["query"]]
+        for variable in dashboards()[name]["templating"]["list"]
+        if variable["type"] in {"custom", "constant"}
+    }
+
+
+def panel(board: str, title_part: str) -> dict[str, Any]:
+    return next(panel for panel in dashboards()[board]["panels"] if title_part in panel["title"])
+
+
 def sql_queries() -> Iterator[tuple[str, str, str]]:
     """(where, format, SQL) of every PostgreSQL query in the dashboards."""
     for name, board in dashboards().items():
@@ -53,7 +68,8 @@ def sql_queries() -> Iterator[tuple[str, str, str]]:
                 if target["datasource"]["uid"] == "tickpipe-db":
                     yield f"{name}: {panel['title']} ({target['refId']})", target["format"], target["rawSql"]
         for variable in board["templating"]["list"]:
-            yield f"{name}: variable {variable['name']}", "table", variable["query"]
+            if variable["type"] == "query":  # custom and constant variables are lists of values, not SQL
+                yield f"{name}: variable {variable['name']}", "table", variable["query"]
         for annotation in board["annotations"]["list"]:
             yield f"{name}: annotation {annotation['name']}", "table", annotation["target"]["rawSql"]
 
@@ -145,6 +161,8 @@ def test_alert_rules_have_what_grafana_requires_to_load_them() -> None:
     assert {rule["uid"] for rule in rules} == {
         "tickpipe-price-cross",
         "tickpipe-ma-cross",
+        "tickpipe-rsi-cross",
+        "tickpipe-bollinger-break",
         "tickpipe-no-ticks",
         "tickpipe-dead-letters",
     }
@@ -235,6 +253,67 @@ def crafted_rows(now: datetime) -> list[tuple[object, ...]]:
     ]
 
 
+CANDLE_COLUMNS = (
+    "source, symbol, open_time, open, high, low, close, volume, quote_volume, trades, rsi_14, bb_middle, bb_upper, "
+    "bb_lower, ema_12, ema_26, macd, macd_signal, macd_hist"
+)
+CANDLE_SYMBOLS = ("UPDOWNUSDT", "STEADYUSDT", "DROPUSDT")
+
+
+def crafted_closes(symbol: str, count: int = 60) -> list[float]:
+    """1m closes: STEADY zig-zags around 100 (RSI near 50, every close inside the band); UPDOWN and DROP zig-zag
+    then jump 5 a minute for the last 3 minutes, up and down: RSI crosses 70 (30) at the second jump, the first
+    jump closes outside the Bollinger band."""
+    closes = [100 + (0.5 if i % 2 else -0.5) for i in range(count)]
+    step = {"UPDOWNUSDT": 5.0, "DROPUSDT": -5.0, "STEADYUSDT": 0.0}[symbol]
+    for i in range(count - 3, count):
+        closes[i] = closes[i - 1] + step
+    return closes
+
+
+def crafted_candles(now: datetime) -> list[tuple[object, ...]]:
+    """The last hour of closed 1m candles of each symbol, with indicators from TA-Lib (the reference the job's
+    indicators equal) and NULL where TA-Lib has none yet, as the job writes them."""
+    newest = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+    rows: list[tuple[object, ...]] = []
+    for symbol in CANDLE_SYMBOLS:
+        closes = crafted_closes(symbol)
+        series = np.array(closes)
+        upper, middle, lower = talib.BBANDS(series, 20, 2.0, 2.0)
+        macd, signal, hist = talib.MACD(series, 12, 26, 9)
+        indicators = zip(
+            talib.RSI(series, 14),
+            middle,
+            upper,
+            lower,
+            talib.EMA(series, 12),
+            talib.EMA(series, 26),
+            macd,
+            signal,
+            hist,
+            strict=True,
+        )
+        for i, (close, values) in enumerate(zip(closes, indicators, strict=True)):
+            open_ = closes[i - 1] if i else close
+            volume = 10.0 + i
+            rows.append(
+                (
+                    "binance",
+                    symbol,
+                    newest - timedelta(minutes=len(closes) - 1 - i),
+                    open_,
+                    max(open_, close) + 0.1,
+                    min(open_, close) - 0.1,
+                    close,
+                    volume,
+                    volume * close,
+                    100 + i,
+                    *(None if math.isnan(value) else float(value) for value in values),
+                )
+            )
+    return rows
+
+
 def load(settings: Settings, now: datetime) -> None:
     migrate(settings)
     with psycopg.connect(settings.conninfo("owner"), prepare_threshold=None) as conn:
@@ -248,6 +327,18 @@ def load(settings: Settings, now: datetime) -> None:
                 "%s::float8[], %s::float8[], %s::float8[])",
                 [list(column) for column in columns],
             )
+        conn.execute("DELETE FROM candles_1m WHERE symbol = ANY(%s)", [list(CANDLE_SYMBOLS)])
+        candles = crafted_candles(now)
+        placeholders = "(" + ", ".join(["%s"] * len(candles[0])) + ")"
+        for offset in range(0, len(candles), 100):
+            batch = candles[offset : offset + 100]
+            conn.execute(
+                # Fixed column names and placeholders only; the values are parameters.
+                f"INSERT INTO candles_1m ({CANDLE_COLUMNS}) VALUES "  # noqa: S608
+                + ", ".join([placeholders] * len(batch)),
+                [value for row in batch for value in row],
+            )
+        # No refresh of candles_1h/candles_1d on TimescaleDB: they are real-time, so they include these minutes.
 
 
 @pytest.fixture(params=["postgres", "timescaledb"])
@@ -266,6 +357,30 @@ def run(settings: Settings, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]
         return [column.name for column in cursor.description or []], cursor.fetchall()
 
 
+def expanded_queries() -> Iterator[tuple[str, str, str, dict[str, str]]]:
+    """sql_queries() with each combination of the custom/constant variables a query uses (e.g. once per candle
+    interval for `candles_$interval`)."""
+    for where, fmt, sql in sql_queries():
+        board = where.split(":")[0]
+        used = {
+            name: values
+            for name, values in variable_values(board).items()
+            if f"${name}" in sql.replace(f"${{{name}}}", f"${name}")
+        }
+        combinations: list[dict[str, str]] = [{}]
+        for name, values in used.items():
+            combinations = [{**combination, name: value} for combination in combinations for value in values]
+        for combination in combinations:
+            yield where, fmt, sql, combination
+
+
+@pytest.mark.unit
+def test_candle_queries_run_once_per_candle_interval_of_the_one_source() -> None:
+    runs = [variables for where, _, _, variables in expanded_queries() if "candles" in where]
+    assert {run.get("interval") for run in runs} == {"1m", "1h", "1d"}
+    assert variable_values("market") == {"interval": ["1m", "1h", "1d"], "source": ["binance"]}
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("span", [timedelta(minutes=15), timedelta(days=7)])
 def test_every_dashboard_sql_query_runs_and_has_the_shape_its_panel_needs(
@@ -275,16 +390,17 @@ def test_every_dashboard_sql_query_runs_and_has_the_shape_its_panel_needs(
     now = datetime.now(UTC)
     # Grafana's $__interval: the range over the panel's ~1000 points, as the dashboard would get it.
     interval = f"{max(1, int(span.total_seconds() / 1000))}s"
-    for where, fmt, sql in sql_queries():
+    for where, fmt, sql, variables in expanded_queries():
         expanded = expand(
             sql,
             time_from=now - span,
             time_to=now,
             interval=interval,
-            variables={"symbol": "UPDOWNUSDT"},
+            variables={"symbol": "UPDOWNUSDT", **variables},
             timescaledb=timescaledb,
         )
         columns, rows = run(settings, expanded)
+        where = f"{where} {variables}"  # noqa: PLW2901 - the same query, named with its variables
         assert rows, f"{where}: no rows"
         if "variable" in where:
             assert {row[0] for row in rows} >= {"UPDOWNUSDT", "STEADYUSDT"}, where
@@ -341,6 +457,141 @@ def test_alert_queries_fire_on_a_cross_and_stay_quiet_otherwise(database: tuple[
     assert crosses["STEADYUSDT"] == 0  # a steady rise never crosses
     age = values("tickpipe-no-ticks")["all"]
     assert 0 <= age < 120  # fresh data: the "no new ticks" alert stays quiet
+
+
+def market_query(
+    settings: Settings, timescaledb: bool, title_part: str, **variables: str
+) -> tuple[list[str], list[Any]]:
+    now = datetime.now(UTC)
+    sql = panel("market", title_part)["targets"][0]["rawSql"]
+    expanded = expand(
+        sql,
+        time_from=now - timedelta(hours=2),
+        time_to=now,
+        interval="10s",
+        variables={"symbol": "UPDOWNUSDT", "source": "binance", "interval": "1m", **variables},
+        timescaledb=timescaledb,
+    )
+    return run(settings, expanded)
+
+
+@pytest.mark.integration
+def test_the_candlestick_panel_maps_ohlc_and_draws_bollinger_on_1m_candles_only(
+    database: tuple[Settings, bool],
+) -> None:
+    settings, timescaledb = database
+    candles = panel("market", "candles")
+    assert candles["type"] == "candlestick" and candles["targets"][0]["format"] == "table"
+    bands = ["BB upper", "BB middle", "BB lower"]
+    for interval in ("1m", "1h", "1d"):
+        columns, rows = market_query(settings, timescaledb, "candles", interval=interval)
+        assert columns == ["time", "open", "high", "low", "close", *bands], interval
+        # The panel's field map names the query's columns (Grafana leaves a dimension empty otherwise).
+        assert set(candles["options"]["fields"].values()) <= set(columns)
+        by_time = {row[0]: row for row in rows}
+        assert len(by_time) == len(rows), interval  # one row per candle
+        if interval == "1m":
+            assert len(rows) == 60
+            expected = [c for c in crafted_candles(rows[-1][0] + timedelta(minutes=1)) if c[1] == "UPDOWNUSDT"]
+            assert [row[1:5] for row in rows] == [pytest.approx(c[3:7]) for c in expected]
+            # crafted_candles' columns 11-13: bb_middle, bb_upper, bb_lower; NULL for the first 19 minutes.
+            assert [row[5:] for row in rows[:19]] == [(None, None, None)] * 19
+            assert [row[5:] for row in rows[19:]] == [pytest.approx((c[12], c[11], c[13])) for c in expected[19:]]
+        else:
+            assert all(row[5:] == (None, None, None) for row in rows), interval  # no band for rolled-up candles
+            assert rows[-1][4] == crafted_closes("UPDOWNUSDT")[-1]  # the rollup closes with the newest minute
+
+
+@pytest.mark.integration
+def test_the_volume_panel_shows_each_candles_own_volume_not_the_tickers_rolling_24h_volume(
+    database: tuple[Settings, bool],
+) -> None:
+    settings, timescaledb = database
+    assert "price_ticks" not in panel("market", "volume")["targets"][0]["rawSql"]
+    minutes = [float(10 + i) for i in range(60)]  # crafted_candles: 10 + i in minute i
+    _, rows = market_query(settings, timescaledb, "volume", interval="1m")
+    assert [row[1] for row in rows] == minutes
+    _, rows = market_query(settings, timescaledb, "volume", interval="1h")
+    assert sum(row[1] for row in rows) == sum(minutes)  # the hours of the last hour add up to its minutes
+
+
+@pytest.mark.integration
+def test_the_rsi_and_macd_panels_read_the_1m_indicators(database: tuple[Settings, bool]) -> None:
+    settings, timescaledb = database
+    rsi = panel("market", "RSI(14)")
+    steps = rsi["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [step["value"] for step in steps[1:]] == [30, 70]  # the lines drawn by thresholdsStyle
+    assert rsi["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] != "off"
+    closes = np.array(crafted_closes("UPDOWNUSDT"))
+    columns, rows = market_query(settings, timescaledb, "RSI(14)")
+    assert columns == ["time", "RSI(14)"]
+    assert [row[1] for row in rows[14:]] == pytest.approx(list(talib.RSI(closes, 14)[14:]))
+    assert all(row[1] is None for row in rows[:14])  # NULL until warm
+    columns, rows = market_query(settings, timescaledb, "MACD")
+    assert columns == ["time", "MACD", "signal", "histogram"]
+    macd, signal, hist = talib.MACD(closes, 12, 26, 9)
+    assert [row[1:] for row in rows[33:]] == [
+        pytest.approx(v) for v in zip(macd[33:], signal[33:], hist[33:], strict=True)
+    ]
+
+
+def candle_alert(settings: Settings, uid: str, label: str) -> dict[tuple[str, str], float]:
+    """A candle rule's query as Grafana runs it: {(symbol, direction label): value} of the binance source."""
+    rule = next(rule for rule in alert_rules() if rule["uid"] == uid)
+    columns, rows = run(settings, rule["data"][0]["model"]["rawSql"])
+    assert columns == ["source", "symbol", label, "value"]
+    return {(symbol, direction): float(value) for source, symbol, direction, value in rows if source == "binance"}
+
+
+@pytest.mark.integration
+def test_the_rsi_alert_fires_on_a_cross_of_70_or_30_and_stays_quiet_otherwise(database: tuple[Settings, bool]) -> None:
+    settings, _ = database
+    # UPDOWN's RSI rose through 70 and DROP's fell through 30 in the next-to-newest candle; STEADY's stays near 50.
+    assert candle_alert(settings, "tickpipe-rsi-cross", "crossing") == {
+        ("DROPUSDT", "above 70"): 0,
+        ("DROPUSDT", "below 30"): 1,
+        ("STEADYUSDT", "above 70"): 0,
+        ("STEADYUSDT", "below 30"): 0,
+        ("UPDOWNUSDT", "above 70"): 1,
+        ("UPDOWNUSDT", "below 30"): 0,
+    }
+
+
+@pytest.mark.integration
+def test_the_candle_alerts_forget_a_cross_older_than_5_minutes(database: tuple[Settings, bool]) -> None:
+    settings, _ = database
+    # UPDOWN's candles again as OLDUSDT, ending 10 minutes ago: its crosses and break are out of the window.
+    old = [
+        ("binance", "OLDUSDT", *row[2:])
+        for row in crafted_candles(datetime.now(UTC) - timedelta(minutes=10))
+        if row[1] == "UPDOWNUSDT"
+    ]
+    placeholders = "(" + ", ".join(["%s"] * len(old[0])) + ")"
+    with psycopg.connect(settings.conninfo("owner"), prepare_threshold=None) as conn:
+        conn.execute(
+            f"INSERT INTO candles_1m ({CANDLE_COLUMNS}) VALUES "  # noqa: S608 - fixed columns and placeholders
+            + ", ".join([placeholders] * len(old)),
+            [value for row in old for value in row],
+        )
+    try:
+        rsi = candle_alert(settings, "tickpipe-rsi-cross", "crossing")
+        band = candle_alert(settings, "tickpipe-bollinger-break", "side")
+        assert rsi[("OLDUSDT", "above 70")] == rsi[("OLDUSDT", "below 30")] == 0
+        assert band[("OLDUSDT", "above the upper band")] == band[("OLDUSDT", "below the lower band")] == 0
+    finally:
+        with psycopg.connect(settings.conninfo("owner"), prepare_threshold=None) as conn:
+            conn.execute("DELETE FROM candles_1m WHERE symbol = 'OLDUSDT'")
+
+
+@pytest.mark.integration
+def test_the_bollinger_alert_fires_on_a_close_outside_the_band_and_stays_quiet_otherwise(
+    database: tuple[Settings, bool],
+) -> None:
+    settings, _ = database
+    found = candle_alert(settings, "tickpipe-bollinger-break", "side")
+    assert found[("UPDOWNUSDT", "above the upper band")] > 0 and found[("UPDOWNUSDT", "below the lower band")] == 0
+    assert found[("DROPUSDT", "below the lower band")] > 0 and found[("DROPUSDT", "above the upper band")] == 0
+    assert found[("STEADYUSDT", "above the upper band")] == found[("STEADYUSDT", "below the lower band")] == 0
 
 
 # -- the price alert: one instance per row of price_alert_levels ------------------------------------------------

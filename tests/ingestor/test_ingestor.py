@@ -23,6 +23,7 @@ from tickpipe.stack.process import free_port
 
 pytestmark = pytest.mark.integration
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+STALE_AFTER = 2.0  # the stale watchdog's limit in these tests (INGEST_STALE_AFTER_SECONDS)
 
 
 @dataclass
@@ -33,9 +34,18 @@ class Running:
     settings: Settings
     record: Path
     metrics_url: str
+    argv: list[str]
+    env: dict[str, str]
 
     def log(self) -> str:
         return self.ingestor.log_path.read_text(errors="replace")
+
+    def restart(self) -> None:
+        """A new ingestor process in place of the (stopped or killed) one: same settings, spill dir and port."""
+        assert self.ingestor.exit_code() is not None, "stop the ingestor before restarting it"
+        log_path = self.ingestor.log_path.with_suffix(".restarted.log")
+        self.ingestor = StageProcess("ingestor", self.argv, log_path, env=self.env).start()
+        wait_for(lambda: self.logged("connected"), 30, "the restarted ingestor's first connection")
 
     def events(self) -> list[dict[str, object]]:
         return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
@@ -100,7 +110,13 @@ def assert_once_and_in_order(ticks: list[tuple[str, int]]) -> None:
 def start(kafka: TestStack, unique_topics: dict[str, str], tmp_path: Path) -> Iterator[object]:
     started: list[Running] = []
 
-    def launch(stack: TestStack | None = None, **sim_options: object) -> Running:
+    def launch(
+        stack: TestStack | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        **sim_options: object,
+    ) -> Running:
         target = stack or kafka
         settings = target.settings(**unique_topics)
         ensure_topics(settings)
@@ -109,21 +125,21 @@ def start(kafka: TestStack, unique_topics: dict[str, str], tmp_path: Path) -> It
         sim_thread = SimThread(options)
         sim = sim_thread.__enter__()
         port = free_port()
-        ingestor = StageProcess(
-            "ingestor",
-            ["ingest", "--symbols", ",".join(SYMBOLS)],
-            tmp_path / f"ingestor-{len(started)}.log",
-            env=target.env(
-                BINANCE_WS_URL=sim.url,
-                KAFKA_TOPIC=settings.kafka_topic,
-                KAFKA_DLQ_TOPIC=settings.kafka_dlq_topic,
-                METRICS_PORT=str(port),
-                INGEST_STALE_AFTER_SECONDS="2",
-                INGEST_GAP_AFTER_MS="500",
-                PYTHONPATH=str(REPO),
-            ),
-        ).start()
-        running = Running(sim, sim_thread, ingestor, settings, record, f"http://127.0.0.1:{port}")
+        argv = ["ingest", "--symbols", ",".join(SYMBOLS), *args]
+        defaults = {
+            "BINANCE_WS_URL": sim.url,
+            "KAFKA_TOPIC": settings.kafka_topic,
+            "KAFKA_DLQ_TOPIC": settings.kafka_dlq_topic,
+            "METRICS_PORT": str(port),
+            "INGEST_STALE_AFTER_SECONDS": str(STALE_AFTER),
+            "INGEST_GAP_AFTER_MS": "500",
+            # Each ingestor its own disk buffer (the session's state dir is shared by every test).
+            "INGEST_SPILL_DIR": str(tmp_path / f"spill-{len(started)}"),
+            "PYTHONPATH": str(REPO),
+        }
+        stage_env = target.env(**{**defaults, **(env or {})})
+        ingestor = StageProcess("ingestor", argv, tmp_path / f"ingestor-{len(started)}.log", env=stage_env).start()
+        running = Running(sim, sim_thread, ingestor, settings, record, f"http://127.0.0.1:{port}", argv, stage_env)
         started.append(running)
         wait_for(lambda: running.logged("connected"), 30, "the ingestor's first connection")
         return running
@@ -216,3 +232,45 @@ def test_a_broker_outage_is_buffered_and_delivered_once(start: object, stack_hom
 
 def test_python_is_the_one_the_stage_runs_with() -> None:
     assert StageProcess("x", [], Path("x")).argv[0] == sys.executable
+
+
+@pytest.mark.parametrize("status", [451, 403])
+def test_an_exchange_refusing_the_connection_is_named_in_one_line_and_the_ingestor_stays_ready(
+    kafka: TestStack, unique_topics: dict[str, str], tmp_path: Path, status: int
+) -> None:
+    from tests.ingestor.test_feed import refusing_server
+
+    port = free_port()
+    with refusing_server(status) as url:
+        ingestor = StageProcess(
+            "ingestor",
+            ["ingest", "--symbols", "btcusdt"],
+            tmp_path / "ingestor.log",
+            env=kafka.env(
+                BINANCE_WS_URL=url,
+                METRICS_PORT=str(port),
+                INGEST_SPILL_DIR=str(tmp_path / "spill"),
+                KAFKA_TOPIC=unique_topics["kafka_topic"],
+                PYTHONPATH=str(REPO),
+            ),
+        ).start()
+        try:
+            wait_for(lambda: '"exchange_refused"' in ingestor.log_path.read_text(), 30, "the refusal logged")
+            refused = next(
+                json.loads(entry)
+                for entry in ingestor.log_path.read_text().splitlines()
+                if '"exchange_refused"' in entry
+            )
+            metrics_url = f"http://127.0.0.1:{port}"
+            with urllib.request.urlopen(f"{metrics_url}/readyz", timeout=5) as response:  # noqa: S310
+                assert response.status == 200, "ready to produce: the exchange's state is a gauge, not readiness"
+            with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=5) as response:  # noqa: S310
+                text = response.read().decode()
+        finally:
+            assert ingestor.stop(timeout=60)
+    assert refused["status"] == status and refused["level"] == "error"
+    assert "BINANCE_WS_URL" in refused["error"]
+    if status == 451:
+        assert "restricted region" in refused["error"]
+    assert 'tickpipe_ingest_exchange_connected{feed="0"} 0.0' in text
+    assert "Traceback" not in ingestor.log_path.read_text()

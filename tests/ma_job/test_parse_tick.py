@@ -56,6 +56,13 @@ def edge_cases() -> list[str]:
         tick(source=...),
         tick(symbol="BTC-USDT"),
         tick(symbol=""),
+        # The symbol rule (tickpipe.schema.is_symbol): 2 to 20 ASCII letters and digits, nothing else.
+        tick(symbol="A"),
+        tick(symbol="X" * 21),
+        tick(symbol="BTCÜSDT"),
+        tick(symbol="١٢٣٤"),
+        tick(symbol="\uff22\uff34\uff23"),
+        tick(symbol="X" * 20),
         tick(symbol=42),
         tick(symbol=None),
         tick(timestamp="yesterday"),

@@ -268,7 +268,7 @@ def test_an_exchange_that_refuses_the_ingestor_is_a_problem_that_points_at_its_l
     ingestor = line_of(lines, "Ingestor tickpipe-ingestor ")
     assert ingestor.lstrip().startswith("FAIL")
     assert "exchange NOT connected: 1/2 feed(s) (0)" in ingestor
-    assert "HTTP 451/403" in ingestor and "kubectl -n tickpipe logs deploy/tickpipe-ingestor" in ingestor
+    assert "HTTP 451/403" in ingestor and "kubectl -n tickpipe logs statefulset/tickpipe-ingestor" in ingestor
     assert "Pod tickpipe-ingestor-" in line_of(lines, "ok", "Pod tickpipe-ingestor-")  # still ready to produce
     assert lines[-1] == "NOT healthy: 1 problem(s)"
     assert (INGESTOR_METRICS, f"Bearer {TOKEN}") in server.requests

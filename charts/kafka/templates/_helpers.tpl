@@ -56,3 +56,22 @@ podSelector:
     app.kubernetes.io/instance: {{ .Release.Name }}
     app.kubernetes.io/component: test
 {{- end }}
+
+{{/* One-line errors for listener settings that would leave clients locked out or the ACLs pointless. */}}
+{{- define "kafka.checkListeners" -}}
+{{- if and (not .Values.listener.enabled) (not .Values.tlsListener.enabled) -}}
+{{- fail "kafka: listener.enabled and tlsListener.enabled are both false: no client could connect" -}}
+{{- end -}}
+{{- if and .Values.authorization.enabled (not .Values.tlsListener.enabled) -}}
+{{- fail "kafka: authorization.enabled needs tlsListener.enabled (users authenticate on the TLS listener)" -}}
+{{- end -}}
+{{- if and .Values.authorization.enabled .Values.listener.enabled -}}
+{{- fail "kafka: authorization.enabled needs listener.enabled=false (the plain listener's anonymous clients would be refused everything)" -}}
+{{- end -}}
+{{- end }}
+
+{{/* The bootstrap address clients use: the TLS listener when it is on, else the plain one. */}}
+{{- define "kafka.bootstrap" -}}
+{{- $port := ternary .Values.tlsListener.port .Values.listener.port .Values.tlsListener.enabled -}}
+{{- printf "%s-kafka-bootstrap:%v" (include "kafka.clusterName" .) $port -}}
+{{- end }}

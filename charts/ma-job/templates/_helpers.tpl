@@ -119,8 +119,95 @@ podSelector:
 
 {{/* The /flink-data volume and its mount, for the pods that write there (see checkpoints.storage). */}}
 {{- define "ma-job.dataVolume" -}}
-volumes:
-  - name: flink-data
-    persistentVolumeClaim:
-      claimName: {{ include "ma-job.claimName" . }}
+- name: flink-data
+  persistentVolumeClaim:
+    claimName: {{ include "ma-job.claimName" . }}
+{{- end }}
+
+{{/* -- TLS files and the Kafka password. The CA certificates are mounted (whole Secrets/ConfigMaps, no subPath, so
+a rotated CA reaches the pods), their paths set in the ConfigMap, the password read from its Secret. -- */}}
+
+{{- define "ma-job.checkSecurity" -}}
+{{- $protocol := default "PLAINTEXT" .Values.env.KAFKA_SECURITY_PROTOCOL -}}
+{{- if hasPrefix "SASL_" $protocol -}}
+{{- if not .Values.kafkaSecurity.passwordSecret.name -}}
+{{- fail (printf "ma-job: env.KAFKA_SECURITY_PROTOCOL=%s needs kafkaSecurity.passwordSecret.name (the Secret with KAFKA_SASL_PASSWORD)" $protocol) -}}
+{{- end -}}
+{{- if not .Values.env.KAFKA_SASL_USERNAME -}}
+{{- fail (printf "ma-job: env.KAFKA_SECURITY_PROTOCOL=%s needs env.KAFKA_SASL_USERNAME" $protocol) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.kafkaSecurity.ca.secretName .Values.kafkaSecurity.ca.configMapName -}}
+{{- fail "ma-job: set kafkaSecurity.ca.secretName or kafkaSecurity.ca.configMapName, not both" -}}
+{{- end -}}
+{{- if and .Values.database.ca.secretName .Values.database.ca.configMapName -}}
+{{- fail "ma-job: set database.ca.secretName or database.ca.configMapName, not both" -}}
+{{- end -}}
+{{- end }}
+
+{{/* (name, mount directory, Secret, ConfigMap, keys) of each certificate volume that is configured. */}}
+{{- define "ma-job.certificateVolumes" -}}
+{{- $volumes := list -}}
+{{- with .Values.kafkaSecurity.ca }}
+{{- if or .secretName .configMapName }}
+{{- $volumes = append $volumes (dict "name" "kafka-ca" "dir" "/etc/tickpipe/kafka-ca" "secret" .secretName "configMap" .configMapName "keys" (list .key)) }}
+{{- end }}
+{{- end }}
+{{- with .Values.kafkaSecurity.clientCertificate }}
+{{- if .secretName }}
+{{- $volumes = append $volumes (dict "name" "kafka-client-certificate" "dir" "/etc/tickpipe/kafka-client" "secret" .secretName "configMap" "" "keys" (list .certificateKey .keyKey)) }}
+{{- end }}
+{{- end }}
+{{- with .Values.database.ca }}
+{{- if or .secretName .configMapName }}
+{{- $volumes = append $volumes (dict "name" "database-ca" "dir" "/etc/tickpipe/database-ca" "secret" .secretName "configMap" .configMapName "keys" (list .key)) }}
+{{- end }}
+{{- end }}
+{{- toJson $volumes }}
+{{- end }}
+
+{{- define "ma-job.derivedEnv" -}}
+{{- with .Values.kafkaSecurity.ca }}
+{{- if or .secretName .configMapName }}
+KAFKA_SSL_CA_LOCATION: {{ printf "/etc/tickpipe/kafka-ca/%s" .key | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.kafkaSecurity.clientCertificate }}
+{{- if .secretName }}
+KAFKA_SSL_CERTIFICATE_LOCATION: {{ printf "/etc/tickpipe/kafka-client/%s" .certificateKey | quote }}
+KAFKA_SSL_KEY_LOCATION: {{ printf "/etc/tickpipe/kafka-client/%s" .keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.database.ca }}
+{{- if or .secretName .configMapName }}
+DATABASE_SSL_ROOT_CERT: {{ printf "/etc/tickpipe/database-ca/%s" .key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "ma-job.certificateMounts" -}}
+{{- range include "ma-job.certificateVolumes" . | fromJsonArray }}
+- name: {{ .name }}
+  mountPath: {{ .dir }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "ma-job.certificateVolumeSources" -}}
+{{- range include "ma-job.certificateVolumes" . | fromJsonArray }}
+- name: {{ .name }}
+  {{- if .secret }}
+  secret:
+    secretName: {{ tpl .secret $ | quote }}
+  {{- else }}
+  configMap:
+    name: {{ tpl .configMap $ | quote }}
+  {{- end }}
+    defaultMode: 0440
+    items:
+      {{- range .keys }}
+      - key: {{ . | quote }}
+        path: {{ . | quote }}
+      {{- end }}
+{{- end }}
 {{- end }}

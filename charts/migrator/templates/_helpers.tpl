@@ -59,6 +59,33 @@ the images loaded (the skaffold profiles, k8s/values-<profile>.yaml). */}}
       name: {{ tpl $.Values.database.existingSecret $ }}
       key: {{ . }}
 {{- end }}
+{{- if or .Values.database.ca.secretName .Values.database.ca.configMapName }}
+- name: DATABASE_SSL_ROOT_CERT
+  value: {{ printf "/etc/tickpipe/database-ca/%s" .Values.database.ca.key | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The database's CA (database.ca), mounted whole (no subPath: a renewed CA reaches a new pod). */}}
+{{- define "migrator.caVolume" -}}
+{{- with .Values.database.ca }}
+{{- if and .secretName .configMapName }}
+{{- fail "migrator: set database.ca.secretName or database.ca.configMapName, not both" }}
+{{- end }}
+{{- if or .secretName .configMapName }}
+- name: database-ca
+  {{- if .secretName }}
+  secret:
+    secretName: {{ tpl .secretName $ | quote }}
+  {{- else }}
+  configMap:
+    name: {{ tpl .configMapName $ | quote }}
+  {{- end }}
+    defaultMode: 0440
+    items:
+      - key: {{ .key | quote }}
+        path: {{ .key | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Labels of the `helm test` pods: without the selector labels, so that no Service or NetworkPolicy of the chart

@@ -7,15 +7,13 @@ PostgreSQL prints it (`level::text`), which is also how these functions report l
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import psycopg
 
 from tickpipe.config import Settings
 from tickpipe.errors import AlertLevelError
-
-_SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")  # the table's CHECK, and the ingestor's symbols upper-cased
+from tickpipe.schema import SYMBOL_RULE, is_symbol
 
 
 @dataclass(frozen=True)
@@ -27,8 +25,8 @@ class AlertLevel:
 
 def parse_symbol(text: str) -> str:
     symbol = text.strip().upper()
-    if not _SYMBOL.match(symbol):
-        raise AlertLevelError(f"not a symbol: {text!r} (expected 2 to 20 letters and digits, e.g. BTCUSDT)")
+    if not is_symbol(symbol):  # the table's CHECK states the same rule
+        raise AlertLevelError(f"not a symbol: {text!r} (expected {SYMBOL_RULE}, e.g. BTCUSDT)")
     return symbol
 
 

@@ -1,4 +1,4 @@
-"""`tickpipe chart --symbol BTCUSDT [--since 15m] [--out chart.png]`."""
+"""`tickpipe chart --symbol BTCUSDT [--interval 1m|1h|1d] [--since 2h] [--source S] [--ticks] [--out chart.png]`."""
 
 from __future__ import annotations
 
@@ -13,18 +13,40 @@ from tickpipe.errors import CommandError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--symbol", required=True, help="e.g. BTCUSDT")
-    parser.add_argument("--since", default="15m", help="how far back from the newest row: 90s, 15m, 6h, 7d")
+    parser.add_argument(
+        "--interval", choices=("1m", "1h", "1d"), default="1m", help="candle length (default 1m; ignored with --ticks)"
+    )
+    parser.add_argument(
+        "--since",
+        default=None,
+        help="how far back from the newest candle or tick: 90s, 15m, 6h, 7d "
+        "(default: 2h of 1m, 5d of 1h, 120d of 1d candles; 15m of ticks)",
+    )
+    parser.add_argument("--source", default="binance", help="the candles' source (default binance)")
+    parser.add_argument(
+        "--ticks", action="store_true", help="draw the ticks' price with MA(5) and MA(20) instead of candles"
+    )
     parser.add_argument("--out", type=Path, default=Path("chart.png"), help="PNG file to write (default chart.png)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from tickpipe.chart.data import parse_duration, read_series
-    from tickpipe.chart.plot import plot
+    from tickpipe.chart.data import DEFAULT_SINCE, parse_duration, read_candles, read_series
+    from tickpipe.chart.plot import plot, plot_candles
 
+    symbol = args.symbol.upper()
+    relation = "price_ticks" if args.ticks else f"candles_{args.interval}"
     try:
-        series = read_series(settings, args.symbol.upper(), parse_duration(args.since))
+        if args.ticks:
+            series = read_series(settings, symbol, parse_duration(args.since or "15m"))
+        else:
+            since = parse_duration(args.since or DEFAULT_SINCE[args.interval])
+            candles = read_candles(settings, symbol, args.source, args.interval, since)
     except psycopg.Error as error:
-        raise CommandError(f"cannot read price_ticks: {str(error).strip().splitlines()[0]}") from None
-    out = plot(series, args.out)
-    print(f"wrote {out} ({len(series.times)} points of {series.symbol})")
+        raise CommandError(f"cannot read {relation}: {str(error).strip().splitlines()[0]}") from None
+    if args.ticks:
+        out = plot(series, args.out)
+        print(f"wrote {out} ({len(series.times)} points of {series.symbol})")
+    else:
+        out = plot_candles(candles, args.out)
+        print(f"wrote {out} ({len(candles.times)} {args.interval} candles of {symbol} from {args.source})")
     return 0

@@ -367,7 +367,7 @@ def _exchange_check(api: Api, namespace: str, name: str, port: int, notes: list[
             name,
             False,
             f"exchange NOT connected: {len(down)}/{len(feeds)} feed(s) ({', '.join(down)}); the reason is in its log "
-            f"(HTTP 451/403: the exchange refuses this region): kubectl -n {namespace} logs deploy/{name}",
+            f"(HTTP 451/403: the exchange refuses this region): kubectl -n {namespace} logs statefulset/{name}",
         )
     return Check("Ingestor", name, True, f"exchange connected ({len(feeds)}/{len(feeds)} feeds)")
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -44,6 +46,24 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _hung_up(log_path: Path) -> Callable[[int, FrameType | None], None]:
+    """SIGHUP (the terminal was closed) stops the run like SIGTERM. The terminal is gone, so from here on the
+    run's output goes to `log_path`: a write to the closed terminal would fail and cut the clean stop short."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        for target in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                target.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        raise KeyboardInterrupt
+
+    return handler
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     symbols = load_settings(symbols=args.symbols).symbols if args.symbols else ()
     options = RunOptions(
@@ -57,13 +77,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     pipeline = LocalPipeline(settings, state_dir(), options)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` and container stops end the run like Ctrl-C
+    signal.signal(signal.SIGHUP, _hung_up(pipeline.home / "logs" / "run.log"))
     headless = args.headless or not sys.stdout.isatty()
 
     def progress(message: str) -> None:
         if headless:
             log.info("run_progress", step=message)
         else:
-            print(f"==> {message}", flush=True)
+            with contextlib.suppress(OSError):  # a closed terminal must not stop the stop
+                print(f"==> {message}", flush=True)
 
     try:
         settings = pipeline.start(progress)
@@ -77,15 +99,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except TickpipeError:
         _stop(pipeline, progress)
         raise
+    except BaseException:
+        _stop(pipeline, progress)  # a bug: still stop what was started, then show the traceback
+        raise
     _stop(pipeline, progress)
     return 0
 
 
 def _stop(pipeline: LocalPipeline, progress: Progress) -> None:
-    # A second Ctrl-C while stopping must not leave half the processes behind.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    pipeline.stop(progress)
+    # A second Ctrl-C (or the SIGHUP that follows a SIGTERM) while stopping must not leave half the processes behind.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        pipeline.stop(progress)
+    finally:
+        pipeline.release()
 
 
 def _live(pipeline: LocalPipeline, settings: Settings) -> None:
@@ -102,7 +130,10 @@ def _status_lines(pipeline: LocalPipeline, settings: Settings, every: float = 5.
 
     flink = os.environ.get("FLINK_REST_URL")
     while True:
-        pipeline.check()
+        status_due = time.monotonic() + every
+        while time.monotonic() < status_due:
+            pipeline.check()  # supervision: a dead stage is seen (and restarted) within a second
+            time.sleep(1.0)  # the supervision period, not synchronisation
         snapshot = take_snapshot(settings, pipeline.home, flink)
         log.info(
             "pipeline_status",
@@ -110,5 +141,5 @@ def _status_lines(pipeline: LocalPipeline, settings: Settings, every: float = 5.
             newest_row_age_s=min((row.age_seconds for row in snapshot.symbols), default=None),
             down=[item.name for item in snapshot.health if not item.ok],
             dlq_records=snapshot.dlq_records,
+            restarts=snapshot.restarts,
         )
-        time.sleep(every)  # the status line's period, not synchronisation

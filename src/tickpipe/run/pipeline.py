@@ -3,8 +3,17 @@
 `start()` brings it up in dependency order and fails with one message naming the stage and its log;
 `stop()` takes it down in the order that loses nothing: the simulator first (the ingestor reads to the end of
 its connections), then the ingestor (it flushes to Kafka), the MA job (stopped with a savepoint the next run
-resumes from) and the engines.
+resumes from) and the engines this run started (a stack that was already up keeps running).
 What is running is written to `$TICKPIPE_HOME/run.json`, so `tickpipe top` in another terminal finds it.
+
+Lifetime: one run per state dir (an flock on `run.lock`; a second run refuses, naming the first). Everything the
+run starts dies with it, however it ends: Ctrl-C, SIGTERM and SIGHUP stop it cleanly; if it is killed, the kernel
+signals its stages and engines (PR_SET_PDEATHSIG) and its watchdog (`tickpipe.run.watchdog`) kills what is left.
+The next run stops any leftovers of a run that did not stop, and says so.
+
+Supervision: `check()` (called every second by the run's loop) restarts a stage or engine process that died, with
+exponential backoff; the MA job resumes from its newest checkpoint. More than RUN_MAX_RESTARTS restarts of one
+within RUN_RESTART_WINDOW_SECONDS stop the run with one line naming it and its log.
 """
 
 from __future__ import annotations
@@ -13,9 +22,14 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from tickpipe.config import Settings, load_settings
@@ -24,12 +38,16 @@ from tickpipe.kafka import ensure_topics, wait_for_broker
 from tickpipe.logs import get_logger
 from tickpipe.metrics import sample_sum, scrape
 from tickpipe.migrator.migrate import migrate
+from tickpipe.run.leftovers import marker, read_state, stop_leftovers
 from tickpipe.run.stages import StageProcess
-from tickpipe.stack.manager import LocalStack
-from tickpipe.stack.process import free_port, wait_until
+from tickpipe.stack.components import FlinkCluster
+from tickpipe.stack.lock import StateDirLock
+from tickpipe.stack.manager import COMPONENTS, LocalStack
+from tickpipe.stack.process import free_port, processes_with_argument, start_time, wait_until
 
 log = get_logger(__name__)
 Progress = Callable[[str], None]
+BACKOFF_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,10 @@ class RunOptions:
 
 
 class BinanceUnreachable(StackError):
+    pass
+
+
+class RestartLimitReached(StackError):
     pass
 
 
@@ -63,13 +85,28 @@ def check_reachable(url: str, timeout: float = 5.0) -> None:
 
 
 @dataclass
+class Supervised:
+    """Restart bookkeeping of one stage or engine process."""
+
+    failures: deque[float] = field(default_factory=deque)  # monotonic times of recent deaths
+    restarts: int = 0
+    restart_at: float | None = None  # a death was seen: restart at this monotonic time
+    exit_code: int | None = None
+
+
+@dataclass
 class LocalPipeline:
     settings: Settings
     home: Path
     options: RunOptions
     stages: dict[str, StageProcess] = field(default_factory=dict)
     metrics_urls: dict[str, str] = field(default_factory=dict)
-    started_stack: bool = False
+    engines: list[str] = field(default_factory=list)  # the engines this run started (and stops, and restarts)
+    supervised: dict[str, Supervised] = field(default_factory=dict)
+    exchange_url: str = ""
+    _lock: StateDirLock | None = None
+    _watchdog: subprocess.Popen[bytes] | None = None
+    _since: str = ""
 
     @property
     def state_file(self) -> Path:
@@ -79,24 +116,35 @@ class LocalPipeline:
     def symbols(self) -> tuple[str, ...]:
         return self.options.symbols or self.settings.symbols
 
+    @property
+    def stack(self) -> LocalStack:
+        return LocalStack(self.home, self.settings.jars_dir.resolve(), tied_to_caller=True)
+
+    # -- start -------------------------------------------------------------------------------------------------
     def start(self, progress: Progress) -> Settings:
+        self._claim(progress)
         if self.options.source == "binance":
             progress(f"checking that Binance is reachable at {self.settings.binance_ws_url}")
             check_reachable(self.settings.binance_ws_url)
         if not self.options.external:
+            stack = self.stack
+            already = [row.component for row in stack.status() if row.running]
             progress("starting the local engines (Kafka KRaft, PostgreSQL, Flink)")
-            stack = LocalStack(self.home, self.settings.jars_dir.resolve())
             exports = stack.up()
-            self.started_stack = True
+            self.engines = stack.started
+            kept = sorted(set(COMPONENTS) - set(self.engines) & set(already))
+            if kept:
+                progress(f"using the engines already running ({', '.join(kept)}): they keep running after this run")
             os.environ.update(exports)
             self.settings = load_settings()
+            self._write_state()
         progress(f"waiting for Kafka at {self.settings.kafka_bootstrap_servers}")
-        wait_for_broker(self.settings.kafka_bootstrap_servers, timeout=60)
+        wait_for_broker(self.settings, timeout=60)
         ensure_topics(self.settings)
         progress("applying the schema (tickpipe migrate)")
         migrate(self.settings)
 
-        ws_url = self.settings.binance_ws_url
+        self.exchange_url = self.settings.binance_ws_url
         if self.options.source == "sim":
             progress(f"starting the simulated exchange ({len(self.symbols)} symbols)")
             sim = self._stage(
@@ -115,21 +163,59 @@ class LocalPipeline:
                     *(["--max-ticks", str(self.options.max_ticks)] if self.options.max_ticks else []),
                 ],
             )
-            ws_url = sim.wait_for_line("READY ", timeout=30).split()[1]
+            self.exchange_url = sim.wait_for_line("READY ", timeout=30).split()[1]
+            # A restarted simulator listens where the ingestor already connects.
+            sim.args[sim.args.index("--port") + 1] = str(urlsplit(self.exchange_url).port)
         progress("starting the ingestor")
         ingest_port = free_port()
         ingestor = self._stage(
             "ingestor",
             ["ingest", "--symbols", ",".join(self.symbols)],
-            BINANCE_WS_URL=ws_url,
+            BINANCE_WS_URL=self.exchange_url,
             METRICS_PORT=str(ingest_port),
         )
         self.metrics_urls["ingestor"] = f"http://127.0.0.1:{ingest_port}"
         progress("starting the MA job on Flink (resuming from the last checkpoint if there is one)")
         self._stage("ma-job", ["ma-job", "--resume-if-possible"], stop_signal=signal.SIGINT)
         ingestor.check_alive()
-        self._write_state(ws_url)
+        self._write_state()
         return self.settings
+
+    def _claim(self, progress: Progress) -> None:
+        """Take the state dir (or refuse, naming the run that has it), stop what a crashed run left, start the
+        watchdog."""
+        lock = StateDirLock(self.home)
+        lock.acquire()
+        self._lock = lock
+        self._since = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        previous = read_state(self.home)
+        if previous or processes_with_argument(marker(self.home)):
+            stopped = stop_leftovers(self.home, previous)
+            if stopped:
+                who = f"pid {previous.get('pid')}, since {previous.get('since')}" if previous else "unrecorded"
+                progress(f"stopped the leftovers of an earlier run that did not stop ({who}): {', '.join(stopped)}")
+                log.warning("run_leftovers_stopped", previous_pid=previous.get("pid"), stopped=stopped)
+            self.state_file.unlink(missing_ok=True)
+        self._write_state()
+        log_path = self.home / "logs" / "watchdog.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as watchdog_log:
+            self._watchdog = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-X",
+                    marker(self.home),
+                    "-m",
+                    "tickpipe.run.watchdog",
+                    str(self.home),
+                    str(os.getpid()),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=watchdog_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._write_state()
 
     def _stage(
         self, name: str, args: list[str], *, stop_signal: signal.Signals = signal.SIGTERM, **env: str
@@ -140,28 +226,108 @@ class LocalPipeline:
             self.home / "logs" / f"{name}.log",
             env={**os.environ, "LOG_FORMAT": "json", **env},
             stop_signal=stop_signal,
-        ).start()
+            marker=marker(self.home),
+            tied_to_parent=True,  # started (and restarted) from the run's main thread only
+        )
         self.stages[name] = stage
+        stage.start()
+        self._write_state()
         return stage
 
-    def _write_state(self, ws_url: str) -> None:
-        state = {
+    def _write_state(self) -> None:
+        watchdog = self._watchdog.pid if self._watchdog else None
+        state: dict[str, Any] = {
+            "pid": os.getpid(),
+            "since": self._since,
+            "started": start_time(os.getpid()),
             "source": self.options.source,
-            "exchange_url": ws_url,
+            "exchange_url": self.exchange_url,
             "symbols": list(self.symbols),
+            "engines": self.engines,
+            "watchdog": watchdog,
             "stages": {
-                name: {"pid": stage.pid, "log": str(stage.log_path), "metrics_url": self.metrics_urls.get(name)}
+                name: {
+                    "pid": stage.pid,
+                    "started": stage.started,
+                    "stop_signal": int(stage.stop_signal),
+                    "log": str(stage.log_path),
+                    "metrics_url": self.metrics_urls.get(name),
+                }
                 for name, stage in self.stages.items()
             },
+            "restarts": {name: item.restarts for name, item in self.supervised.items() if item.restarts},
         }
         self.home.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps(state, indent=2))
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(state, indent=2))
+        temporary.replace(self.state_file)  # `tickpipe top` and the watchdog never read half a file
 
+    # -- supervision -------------------------------------------------------------------------------------------
     def check(self) -> None:
-        """Raise StackError naming the first stage that exited."""
-        for stage in self.stages.values():
-            stage.check_alive()
+        """Restart what died (after its backoff); raise RestartLimitReached when one keeps dying."""
+        now = time.monotonic()
+        for name, stage in self.stages.items():
+            code = stage.exit_code()
+            if code is not None:
+                self._died(name, code, stage.log_path, now)
+        if self.engines:
+            stack = self.stack
+            for component in self.engines:
+                for process in stack.dead_processes(component):
+                    self._died(process, None, stack.log_dir / f"{process}.log", now)
+        for name, item in list(self.supervised.items()):
+            if item.restart_at is not None and now >= item.restart_at and self._ready_to_restart(name):
+                self._restart(name, item)
 
+    def _died(self, name: str, code: int | None, log_path: Path, now: float) -> None:
+        item = self.supervised.setdefault(name, Supervised())
+        if item.restart_at is not None:
+            return  # already scheduled
+        window = self.settings.run_restart_window_seconds
+        while item.failures and item.failures[0] < now - window:
+            item.failures.popleft()
+        item.failures.append(now)
+        if len(item.failures) > self.settings.run_max_restarts:
+            log.error("stage_failing", stage=name, failures=len(item.failures), window_s=window, log=str(log_path))
+            raise RestartLimitReached(
+                f"{name} died {len(item.failures)} times within {window:.0f} s (RUN_MAX_RESTARTS="
+                f"{self.settings.run_max_restarts}); stopping the run; see its log {log_path}"
+            )
+        delay = min(BACKOFF_MAX_SECONDS, 2.0 ** (len(item.failures) - 1))
+        item.restart_at, item.exit_code = now + delay, code
+        log.warning("stage_died", stage=name, exit_code=code, restart_in_s=delay, log=str(log_path))
+
+    def _ready_to_restart(self, name: str) -> bool:
+        """The MA job is submitted to Flink: wait (without counting a failure) until Flink answers again."""
+        if name != "ma-job" or "flink" not in self.engines:
+            return True
+        try:
+            FlinkCluster(self.home / "flink", self.home / "logs", self.stack.ports("flink")).check_ready()
+        except StackError:
+            return False
+        return True
+
+    def _restart(self, name: str, item: Supervised) -> None:
+        item.restart_at = None
+        item.restarts += 1
+        if name in self.stages:
+            stage = self.stages[name]
+            stage.kill_group()  # what the dead stage left (a Flink client)
+            stage.start()
+            pid = stage.pid
+        else:
+            component = next(c for c in self.engines if name in self.stack.pids((c,)))
+            pid = self.stack.restart_process(component, name)
+            if name == "flink-jobmanager" and "ma-job" in self.stages:
+                # A session cluster without HA forgets its jobs with its JobManager: submit the job again, from
+                # its newest checkpoint, once Flink answers.
+                self.stages["ma-job"].kill_group()
+                job = self.supervised.setdefault("ma-job", Supervised())
+                job.restart_at, job.exit_code = time.monotonic(), None
+        log.warning("stage_restarted", stage=name, restarts=item.restarts, pid=pid, previous_exit_code=item.exit_code)
+        self._write_state()
+
+    # -- stop --------------------------------------------------------------------------------------------------
     def _wait_ingestor_drained(self, timeout: float = 10.0) -> None:
         """Until the ingestor has read its connections to the end (it reports none open)."""
         url = self.metrics_urls.get("ingestor")
@@ -179,6 +345,8 @@ class LocalPipeline:
             log.warning("ingestor_not_drained", timeout_s=timeout)
 
     def stop(self, progress: Progress) -> None:
+        if self._lock is None:
+            return  # another run holds the state dir: nothing here is ours
         # The simulated exchange first: the ingestor reads every update it was sent before the close frame, so a
         # local run loses nothing at shutdown. Then the ingestor, which flushes to Kafka; then the job (stopped
         # with a savepoint, the next run resumes from it); then the engines. Live Binance cannot be stopped:
@@ -191,7 +359,25 @@ class LocalPipeline:
                     log.warning("stage_killed", stage=name, log=str(stage.log_path))
                 if name == "sim":
                     self._wait_ingestor_drained()
+            elif stage:
+                stage.kill_group()
+        if self.engines:
+            progress(
+                f"stopping the local engines this run started: {', '.join(self.engines)} (data kept in {self.home})"
+            )
+            self.stack.stop(self.engines)
         self.state_file.unlink(missing_ok=True)
-        if self.started_stack:
-            progress("stopping the local engines (data kept in " + str(self.home) + ")")
-            LocalStack(self.home, self.settings.jars_dir.resolve()).down()
+        self.release()
+
+    def release(self) -> None:
+        """Let the watchdog go (run.json is gone: it has nothing to do) and free the state dir."""
+        if self._watchdog is not None and self._watchdog.stdin is not None:
+            self._watchdog.stdin.close()
+            try:
+                self._watchdog.wait(10)
+            except subprocess.TimeoutExpired:
+                self._watchdog.kill()
+            self._watchdog = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

@@ -11,25 +11,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tickpipe.errors import StackError
-from tickpipe.stack.process import tail, wait_until
+from tickpipe.stack.process import die_with_parent, group_members, kill_all, start_time, tail, wait_until
 
 
 @dataclass
 class StageProcess:
     """One `tickpipe <command>` child. Its own session, so the terminal's Ctrl-C reaches only the orchestrator,
-    which then stops the stages in a safe order (ingestor flush first)."""
+    which then stops the stages in a safe order (ingestor flush first). With `tied_to_parent` it gets its stop
+    signal from the kernel if the orchestrator dies without stopping it (PR_SET_PDEATHSIG), and `marker`
+    (`-X tickpipe_home=<state dir>`, which Python ignores) names it on its command line, so leftovers of a crashed
+    run can be found."""
 
     name: str
     args: list[str]
     log_path: Path
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     stop_signal: signal.Signals = signal.SIGTERM
+    marker: str | None = None
+    # Tie the stage to the life of the thread that starts it (PR_SET_PDEATHSIG): `tickpipe run` does, from its main
+    # thread; off by default, since a stage started from a short-lived thread would be stopped when that thread ends.
+    tied_to_parent: bool = False
     process: subprocess.Popen[bytes] | None = None
     log_offset: int = 0  # the log is appended to across runs: this run's lines start here
+    started: int | None = None  # the process's start time (with the pid, names it for good)
 
     @property
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "tickpipe.cli", *self.args]
+        return [sys.executable, *(["-X", self.marker] if self.marker else []), "-m", "tickpipe.cli", *self.args]
 
     @property
     def pid(self) -> int | None:
@@ -46,7 +54,9 @@ class StageProcess:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
+                preexec_fn=die_with_parent(self.stop_signal) if self.tied_to_parent else None,  # noqa: PLW1509
             )
+        self.started = start_time(self.process.pid)
         return self
 
     def exit_code(self) -> int | None:
@@ -76,6 +86,13 @@ class StageProcess:
         if not wait_until(seen, timeout, interval=0.1):
             raise StackError(f"{self.name} did not report {prefix!r} within {timeout:.0f} s; see {self.log_path}")
         return found[0]
+
+    def kill_group(self) -> None:
+        """SIGKILL what is left of the stage's process group: its children outlive a leader that was killed."""
+        if self.process is not None:
+            kill_all(group_members(self.process.pid, self.started))
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
 
     def stop(self, timeout: float = 60.0) -> bool:
         """Ask the stage to stop, wait for it; kill its group at the deadline. Return True if it stopped cleanly."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import json
 import os
 import pwd
 import re
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import urllib.request
@@ -21,6 +24,14 @@ from tickpipe.db import wait_for_database
 from tickpipe.errors import DatabaseNotReady, KafkaNotReady, StackError
 from tickpipe.kafka import wait_for_broker
 from tickpipe.stack.process import RunAs, tail, wait_until
+from tickpipe.stack.tls import (
+    BROKER_USER,
+    CLIENT_USER,
+    broker_settings,
+    local_certificates,
+    scram_format_args,
+    scram_passwords,
+)
 
 
 class Component(ABC):
@@ -81,9 +92,9 @@ class KafkaBroker(Component):
     port_roles = ("broker", "controller")
     fixed_ports: ClassVar[dict[str, int]] = {"broker": 9092, "controller": 9093}
 
-    def __init__(self, home: Path, log_dir: Path, ports: dict[str, int], jars: Path) -> None:
+    def __init__(self, home: Path, log_dir: Path, ports: dict[str, int], jars: Path, *, tls: bool = False) -> None:
         super().__init__(home, log_dir, ports)
-        self.jars = jars
+        self.jars, self.tls = jars, tls
 
     @property
     def bootstrap(self) -> str:
@@ -116,6 +127,11 @@ class KafkaBroker(Component):
             "auto.create.topics.enable": "false",
             "num.partitions": "6",
         }
+        if self.tls:  # SASL_SSL for clients, mutual TLS for the controller (tickpipe.stack.tls)
+            certs = local_certificates(self.home.parent / "tls")
+            settings.update(broker_settings(broker, controller, certs, self._scram()[BROKER_USER]))
+        # Holds the broker's SCRAM password in TLS mode: readable by the owner only.
+        (self.home / "server.properties").touch(mode=0o600)
         (self.home / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
         (self.home / "log4j2.properties").write_text(
             "rootLogger.level = INFO\nrootLogger.appenderRef.stdout.ref = STDOUT\n"
@@ -125,6 +141,7 @@ class KafkaBroker(Component):
             "logger.org.name = org.apache.kafka\nlogger.org.level = WARN\n"
             "logger.started.name = kafka.server.BrokerServer\nlogger.started.level = INFO\n"
         )
+        scram_marker = data / ".scram-users"
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             self._run_java(
@@ -133,7 +150,30 @@ class KafkaBroker(Component):
                 f"--cluster-id={cluster_id}",  # "=": an id may start with "-"
                 "-c",
                 str(self.home / "server.properties"),
+                *(scram_format_args(self._scram()) if self.tls else []),
             )
+            if self.tls:
+                scram_marker.touch()
+        elif self.tls and not scram_marker.exists():
+            raise StackError(
+                f"kafka: {data} was formatted without SCRAM users, so a TLS + SCRAM broker cannot start on it; "
+                "`make clean` (or another TICKPIPE_HOME) and start again"
+            )
+
+    def _scram(self) -> dict[str, str]:
+        return scram_passwords(self.home / "scram.json")
+
+    def client_security(self) -> dict[str, str]:
+        """librdkafka settings for the stages' SCRAM user (empty without TLS). Holds a password: never log it."""
+        if not self.tls:
+            return {}
+        return {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": CLIENT_USER,
+            "sasl.password": self._scram()[CLIENT_USER],
+            "ssl.ca.location": str(self.home.parent / "tls" / "ca.pem"),
+        }
 
     def _run_java(self, main: str, *args: str) -> None:
         result = subprocess.run(
@@ -159,12 +199,22 @@ class KafkaBroker(Component):
 
     def check_ready(self) -> None:
         try:
-            wait_for_broker(self.bootstrap, timeout=2.0)
+            wait_for_broker(self.bootstrap, timeout=2.0, **self.client_security())
         except KafkaNotReady as error:
             raise self.not_ready(str(error)) from None
 
     def exports(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+        exports = {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+        if self.tls:
+            security = self.client_security()
+            exports.update(
+                KAFKA_SECURITY_PROTOCOL=security["security.protocol"],
+                KAFKA_SASL_MECHANISM=security["sasl.mechanism"],
+                KAFKA_SASL_USERNAME=security["sasl.username"],
+                KAFKA_SASL_PASSWORD=security["sasl.password"],
+                KAFKA_SSL_CA_LOCATION=security["ssl.ca.location"],
+            )
+        return exports
 
 
 def _postgres_bin() -> Path:
@@ -189,10 +239,11 @@ class Postgres(Component):
     owner = "tickpipe"
     database = "tickpipe"
 
-    def __init__(self, home: Path, log_dir: Path, ports: dict[str, int]) -> None:
+    def __init__(self, home: Path, log_dir: Path, ports: dict[str, int], *, tls: bool = False) -> None:
         super().__init__(home, log_dir, ports)
         self.run_as = _unprivileged_account() if os.geteuid() == 0 else None
         self.secrets_file = home / "secrets.json"
+        self.tls = tls
 
     def _secrets(self) -> dict[str, str]:
         """Passwords generated on first start and kept (mode 0600) in the state dir: never in the repo."""
@@ -203,18 +254,44 @@ class Postgres(Component):
         data: dict[str, str] = json.loads(self.secrets_file.read_text())
         return data
 
+    @property
+    def server_dir(self) -> Path:
+        """Where the server's data and socket dirs live: this component's folder, or the one `prepare` recorded
+        when the server's user cannot reach it (see `_outside_dir`)."""
+        try:
+            return Path(self.server_dir_file.read_text().strip())
+        except FileNotFoundError:
+            return self.home
+
+    @property
+    def server_dir_file(self) -> Path:
+        return self.home / "server-dir"
+
     def prepare(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        data, run = self.home / "data", self.home / "run"
-        run.mkdir(exist_ok=True)
+        fresh = not self.secrets_file.exists()
         password = self._secrets()["owner"]
+        if self.run_as and not _can_traverse(self.home, self.run_as):
+            # Root in a folder others cannot enter (a clone in a mode-700 home): the server's data and socket go to
+            # a folder of its own user instead, recorded in the state dir, so `make run` just works.
+            outside = _outside_dir(self.home, self.run_as)
+            if fresh and outside.exists():
+                shutil.rmtree(outside / "data", ignore_errors=True)  # left by an earlier, since removed state dir
+            self.server_dir_file.write_text(f"{outside}\n")
+            link = self.home / "data"
+            if not link.exists() and not link.is_symlink():
+                link.symlink_to(outside / "data")  # so the data is found where the README says it is
+        else:
+            self.server_dir_file.unlink(missing_ok=True)
+        data, run = self.server_dir / "data", self.server_dir / "run"
+        run.mkdir(exist_ok=True)
         if self.run_as:
-            _check_reachable(self.home, self.run_as)
             os.chown(run, self.run_as.uid, self.run_as.gid)
         if (data / "PG_VERSION").exists():
+            self._prepare_tls(data)
             return
         data.mkdir(exist_ok=True)
-        pwfile = self.home / "initdb.pw"
+        pwfile = self.server_dir / "initdb.pw"
         pwfile.touch(mode=0o600)
         pwfile.write_text(password)
         if self.run_as:
@@ -244,17 +321,42 @@ class Postgres(Component):
         if result.returncode != 0:
             shutil.rmtree(data, ignore_errors=True)
             raise StackError(f"postgres: initdb failed: {result.stderr.strip()[-500:]}")
+        self._prepare_tls(data)
+
+    def _prepare_tls(self, data: Path) -> None:
+        """TLS mode: the server certificate in the data dir (PostgreSQL's default server.crt/server.key, owned by
+        the server's user, mode 0600 as it demands) and an hba file that accepts TCP clients over TLS only."""
+        if not self.tls:
+            return
+        certs = local_certificates(self.home.parent / "tls")
+        for source, name in ((certs.server.cert, "server.crt"), (certs.server.key, "server.key")):
+            target = data / name
+            target.unlink(missing_ok=True)
+            target.touch(mode=0o600)
+            target.write_bytes(source.read_bytes())
+            if self.run_as:
+                os.chown(target, self.run_as.uid, self.run_as.gid)
+        hba = data / "pg_hba_tls.conf"
+        hba.write_text(
+            "local all all peer\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n"
+        )
+        if self.run_as:
+            os.chown(hba, self.run_as.uid, self.run_as.gid)
 
     def commands(self) -> dict[str, list[str]]:
         return {
             "postgres": [
                 str(_postgres_bin() / "postgres"),
                 "-D",
-                str(self.home / "data"),
+                str(self.server_dir / "data"),
                 "-p",
                 str(self.ports["sql"]),
                 "-k",
-                str(self.home / "run"),
+                str(self.server_dir / "run"),
+                # Names the state dir on the command line even when the data lives elsewhere: that is how the
+                # stack recognises its own server (a recycled pid never does).
+                "-c",
+                f"tickpipe.state_dir={self.home.parent}",
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
@@ -263,6 +365,11 @@ class Postgres(Component):
                 "shared_buffers=256MB",
                 "-c",
                 "logging_collector=off",
+                *(
+                    ["-c", "ssl=on", "-c", f"hba_file={self.server_dir / 'data' / 'pg_hba_tls.conf'}"]
+                    if self.tls
+                    else []
+                ),
             ]
         }
 
@@ -288,23 +395,47 @@ class Postgres(Component):
 
     def exports(self) -> dict[str, str]:
         passwords = self._secrets()
+        # TLS mode: verify the server against the stack's CA, host name included (127.0.0.1 is in the certificate).
+        tls = f"?sslmode=verify-full&sslrootcert={self.home.parent / 'tls' / 'ca.pem'}" if self.tls else ""
         return {
-            "DATABASE_URL": f"postgresql://{self.owner}@127.0.0.1:{self.ports['sql']}/{self.database}",
+            "DATABASE_URL": f"postgresql://{self.owner}@127.0.0.1:{self.ports['sql']}/{self.database}{tls}",
             "DATABASE_PASSWORD": passwords["owner"],
             "DATABASE_WRITER_PASSWORD": passwords["writer"],
             "DATABASE_READER_PASSWORD": passwords["reader"],
         }
 
 
-def _check_reachable(path: Path, account: RunAs) -> None:
-    """The server runs as another user: every folder above its data dir must let that user through."""
-    for folder in [path, *path.parents]:
+def _can_traverse(path: Path, account: RunAs) -> bool:
+    """Can `account` (not root) walk down to `path`? Every folder above it must let that user through."""
+    for folder in path.parents:
         info = folder.stat()
-        if info.st_uid != account.uid and not info.st_mode & 0o001:
-            raise StackError(
-                f"postgres: the server runs as uid {account.uid}, which cannot enter {folder} "
-                f"(mode {info.st_mode & 0o777:o}); put TICKPIPE_HOME under a folder it can traverse"
-            )
+        if info.st_uid == account.uid:
+            allowed = info.st_mode & 0o100
+        elif info.st_gid == account.gid:
+            allowed = info.st_mode & 0o010
+        else:
+            allowed = info.st_mode & 0o001
+        if not allowed:
+            return False
+    return True
+
+
+def _outside_dir(home: Path, account: RunAs) -> Path:
+    """A folder of the server's user for one state dir: `/var/tmp/tickpipe-postgres-<hash of the state dir>`
+    (/var/tmp survives reboots, as the data must). Created 0700 for that user; an existing one is used only if it
+    is a real folder of that user that nobody else can write (/var/tmp is shared)."""
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
+    folder = Path("/var/tmp") / f"tickpipe-postgres-{digest}"  # noqa: S108 - created 0700, ownership checked below
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+        os.chown(folder, account.uid, account.gid)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != account.uid or info.st_mode & 0o022:
+        raise StackError(
+            f"postgres: {folder} exists but is not a private folder of uid {account.uid}; remove it, "
+            "or put TICKPIPE_HOME under a folder that uid can traverse"
+        )
+    return folder
 
 
 def _unprivileged_account() -> RunAs:

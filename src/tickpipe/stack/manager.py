@@ -18,7 +18,16 @@ from typing import Any
 
 from tickpipe.errors import StackError
 from tickpipe.stack.components import Component, FlinkCluster, KafkaBroker, Postgres
-from tickpipe.stack.process import cmdline_contains, free_port, pid_alive, port_is_free, spawn, stop_pid
+from tickpipe.stack.process import (
+    cmdline_contains,
+    free_port,
+    pid_alive,
+    port_is_free,
+    same_process,
+    spawn,
+    start_time,
+    stop_pid,
+)
 
 COMPONENTS = ("kafka", "postgres", "flink")
 # How each engine wants to be stopped: Kafka and Flink shut down cleanly on SIGTERM; PostgreSQL's "fast"
@@ -36,9 +45,17 @@ class ProcessStatus:
 
 
 class LocalStack:
-    def __init__(self, home: Path, jars_dir: Path) -> None:
-        self.home, self.jars_dir = home, jars_dir
+    """The engines of one state dir. With `tied_to_caller` (what `tickpipe run` uses) every engine it starts gets
+    its stop signal when the calling process dies, however it dies; `started` lists the engines this object
+    started, so a run stops only those and leaves a stack that `tickpipe stack up` brought up running."""
+
+    def __init__(self, home: Path, jars_dir: Path, *, tied_to_caller: bool = False, tls: bool | None = None) -> None:
+        self.home, self.jars_dir, self.tied_to_caller = home, jars_dir, tied_to_caller
+        # TLS + SCRAM engines (tickpipe.stack.tls): asked for here or by TICKPIPE_STACK_TLS=1, then kept in
+        # stack.json, because a state dir's broker storage and certificates are made for one mode.
+        self.tls_requested = tls if tls is not None else os.environ.get("TICKPIPE_STACK_TLS") == "1"
         self.state_file, self.env_file, self.log_dir = home / "stack.json", home / "stack.env", home / "logs"
+        self.started: list[str] = []
 
     # -- state -------------------------------------------------------------------------------------------------
     def _load(self) -> dict[str, Any]:
@@ -61,12 +78,16 @@ class LocalStack:
         self.env_file.write_text("".join(f"{key}={value}\n" for key, value in exports.items()))
         return exports
 
+    @property
+    def tls(self) -> bool:
+        return self.tls_requested or bool(self._load().get("tls"))
+
     def _component(self, name: str, ports: dict[str, int]) -> Component:
         home, logs = self.home / name, self.log_dir
         if name == "kafka":
-            return KafkaBroker(home, logs, ports, self.jars_dir / "kafka-broker")
+            return KafkaBroker(home, logs, ports, self.jars_dir / "kafka-broker", tls=self.tls)
         if name == "postgres":
-            return Postgres(home, logs, ports)
+            return Postgres(home, logs, ports, tls=self.tls)
         if name == "flink":
             return FlinkCluster(home, logs, ports)
         raise StackError(f"unknown stack component {name!r} (expected one of {', '.join(COMPONENTS)})")
@@ -98,6 +119,9 @@ class LocalStack:
     ) -> dict[str, str]:
         """Start the named engines (already running ones are kept), wait until each is ready, return exports."""
         state = self._load()
+        if self.tls_requested and not state.get("tls"):
+            state["tls"] = True
+            self._save(state)
         started: list[str] = []
         components: list[Component] = []
         try:
@@ -106,20 +130,21 @@ class LocalStack:
                 if entry and self._running(name, entry):
                     components.append(self._component(name, {k: int(v) for k, v in entry["ports"].items()}))
                     continue
+                if entry and self._alive(entry):
+                    # Part of it still runs (a Flink TaskManager died, its JobManager did not): start the missing
+                    # processes on the same ports, never a second copy of the live ones.
+                    for process in self.dead_processes(name):
+                        self.restart_process(name, process)
+                    state = self._load()
+                    components.append(self._component(name, self.ports(name)))
+                    continue
                 ports = self._choose_ports(name, entry.get("ports", {}), fixed_ports)
                 component = self._component(name, ports)
                 component.prepare()
                 pids = {
-                    process: spawn(
-                        argv,
-                        log_path=self.log_dir / f"{process}.log",
-                        env=component.process_env(),
-                        run_as=component.run_as,
-                        cwd=component.home,
-                    )
-                    for process, argv in component.commands().items()
+                    process: self._spawn(component, process, argv) for process, argv in component.commands().items()
                 }
-                state["components"][name] = {"ports": ports, "pids": pids}
+                state["components"][name] = {"ports": ports, "pids": pids, "started": self._started_times(pids)}
                 self._save(state)
                 started.append(name)
                 components.append(component)
@@ -128,7 +153,67 @@ class LocalStack:
         except BaseException:
             self._stop(started)
             raise
+        self.started.extend(started)
         return self._write_env(components)
+
+    def _spawn(self, component: Component, process: str, argv: list[str]) -> int:
+        return spawn(
+            argv,
+            log_path=self.log_dir / f"{process}.log",
+            env=component.process_env(),
+            run_as=component.run_as,
+            cwd=component.home,
+            tied_to_parent=STOP_SIGNALS.get(component.name, signal.SIGTERM) if self.tied_to_caller else None,
+        )
+
+    @staticmethod
+    def _started_times(pids: dict[str, int]) -> dict[str, int | None]:
+        return {process: start_time(pid) for process, pid in pids.items()}
+
+    def _ours(self, entry: dict[str, Any], process: str) -> bool:
+        """Is the recorded process still running? Its start time (recorded at spawn) guards against a recycled
+        pid; state from before start times were recorded falls back to the command line naming the state dir (a
+        process that is still a start-up script, such as Flink's, does not name it yet)."""
+        pid = entry["pids"][process]
+        started = (entry.get("started") or {}).get(process)
+        if started is not None:
+            return same_process(pid, started)
+        return pid_alive(pid) and cmdline_contains(pid, str(self.home))
+
+    def _alive(self, entry: dict[str, Any]) -> bool:
+        return any(self._ours(entry, process) for process in entry.get("pids") or {})
+
+    def running(self, names: tuple[str, ...] = COMPONENTS) -> dict[str, int]:
+        """Process name → pid of the named engines' processes that still run."""
+        components = self._load()["components"]
+        return {
+            process: pid
+            for name in names
+            for process, pid in (components.get(name) or {}).get("pids", {}).items()
+            if self._ours(components[name], process)
+        }
+
+    def dead_processes(self, name: str) -> list[str]:
+        """The processes of a started engine that are no longer running (empty when it was never started)."""
+        entry = self._load()["components"].get(name) or {}
+        return [process for process in entry.get("pids") or {} if not self._ours(entry, process)]
+
+    def restart_process(self, name: str, process: str) -> int:
+        """Start one process of an engine again, on the engine's recorded ports; return its pid (readiness is the
+        caller's to wait for)."""
+        state = self._load()
+        entry = state["components"][name]
+        component = self._component(name, {k: int(v) for k, v in entry["ports"].items()})
+        pid = self._spawn(component, process, component.commands()[process])
+        entry["pids"][process] = pid
+        entry.setdefault("started", {})[process] = start_time(pid)
+        self._save(state)
+        return pid
+
+    def pids(self, names: tuple[str, ...] = COMPONENTS) -> dict[str, int]:
+        """Process name → pid of the named engines' recorded processes."""
+        components = self._load()["components"]
+        return {process: pid for name in names for process, pid in (components.get(name) or {}).get("pids", {}).items()}
 
     def _wait_ready(self, component: Component, state: dict[str, Any], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -147,11 +232,15 @@ class LocalStack:
 
     def _running(self, name: str, entry: dict[str, Any]) -> bool:
         pids = entry.get("pids") or {}
-        return bool(pids) and all(pid_alive(pid) and cmdline_contains(pid, str(self.home)) for pid in pids.values())
+        return bool(pids) and all(self._ours(entry, process) for process in pids)
 
     def down(self) -> list[str]:
         """Stop every engine this state folder started; return the names of processes that had to be killed."""
         return self._stop(list(self._load()["components"]))
+
+    def stop(self, names: list[str]) -> list[str]:
+        """Stop the named engines only (what a run started); return the processes that had to be killed."""
+        return self._stop(names)
 
     def _stop(self, names: list[str]) -> list[str]:
         state = self._load()
@@ -162,13 +251,10 @@ class LocalStack:
             if not entry:
                 continue
             for process, pid in reversed(list(entry["pids"].items())):
-                if (
-                    pid_alive(pid)
-                    and cmdline_contains(pid, str(self.home))
-                    and stop_pid(pid, sig=STOP_SIGNALS.get(name, signal.SIGTERM))
-                ):
+                if self._ours(entry, process) and stop_pid(pid, sig=STOP_SIGNALS.get(name, signal.SIGTERM)):
                     killed.append(process)
             entry["pids"] = {}
+            entry.pop("started", None)
         self._save(state)
         if not any(entry.get("pids") for entry in state["components"].values()):
             self.env_file.unlink(missing_ok=True)
@@ -183,7 +269,7 @@ class LocalStack:
                 rows.append(ProcessStatus(name, name, None, False, self.log_dir))
                 continue
             for process, pid in entry["pids"].items():
-                running = pid_alive(pid) and cmdline_contains(pid, str(self.home))
+                running = self._ours(entry, process)
                 rows.append(ProcessStatus(name, process, pid, running, self.log_dir / f"{process}.log"))
         return rows
 

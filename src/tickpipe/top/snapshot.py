@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,12 @@ import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from tickpipe.config import Settings
+from tickpipe.kafka import consumer_config
 
 # Newest two rows per symbol (the pair tells whether MA(5) just crossed MA(20)) and the tick rate over the last
 # 10 s. The symbol list comes from a loose index scan of (symbol, time DESC): one index probe per symbol, not a
-# scan of the table.
+# scan of the table. RSI(14) is the one of the symbol's newest closed 1m candle (NULL until warm): one probe of
+# candles_1m's primary key (source, symbol, open_time).
 SYMBOLS_SQL = """
 WITH RECURSIVE symbols AS (
     (SELECT symbol FROM price_ticks ORDER BY symbol LIMIT 1)
@@ -26,7 +28,9 @@ WITH RECURSIVE symbols AS (
 )
 SELECT s.symbol, last.time, last.price, last.ma_short, last.ma_long, prev.ma_short, prev.ma_long,
        (SELECT count(*) FROM price_ticks r WHERE r.symbol = s.symbol AND r.time > last.time - interval '10 seconds'),
-       extract(epoch FROM clock_timestamp() - last.time)
+       extract(epoch FROM clock_timestamp() - last.time),
+       (SELECT c.rsi_14 FROM candles_1m c WHERE c.source = %(source)s AND c.symbol = s.symbol
+        ORDER BY c.open_time DESC LIMIT 1)
 FROM symbols s
 CROSS JOIN LATERAL (SELECT time, price, ma_short, ma_long FROM price_ticks p WHERE p.symbol = s.symbol
                     ORDER BY time DESC LIMIT 1) last
@@ -34,8 +38,9 @@ LEFT JOIN LATERAL (SELECT ma_short, ma_long FROM price_ticks p WHERE p.symbol = 
                    ORDER BY time DESC LIMIT 1) prev ON true
 WHERE s.symbol IS NOT NULL
 ORDER BY s.symbol
-LIMIT %s
+LIMIT %(limit)s
 """
+CANDLE_SOURCE = "binance"  # the source of the candles whose RSI is shown (ticks carry no source yet)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class SymbolRow:
     cross: str  # "golden" (MA5 crossed above MA20), "death" (below) or ""
     ticks_per_second: float
     age_seconds: float  # now - the newest tick's event time: end-to-end lag plus the wait for the next tick
+    rsi_14: float | None = None  # RSI(14) of the newest closed 1m candle; None until warm or without candles
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class Snapshot:
     health: list[Health]
     dlq_records: int | None
     taken_at: float
+    restarts: dict[str, int] = field(default_factory=dict)  # stage or engine process → restarts by `tickpipe run`
 
 
 def cross_of(ma_short: float | None, ma_long: float | None, prev_short: float | None, prev_long: float | None) -> str:
@@ -77,7 +84,7 @@ def cross_of(ma_short: float | None, ma_long: float | None, prev_short: float | 
 
 def read_symbols(settings: Settings, limit: int = 50) -> list[SymbolRow]:
     with psycopg.connect(settings.conninfo("reader"), connect_timeout=3) as conn:
-        rows = conn.execute(SYMBOLS_SQL, (limit,)).fetchall()
+        rows = conn.execute(SYMBOLS_SQL, {"limit": limit, "source": CANDLE_SOURCE}).fetchall()
     return [
         SymbolRow(
             symbol=row[0],
@@ -87,6 +94,7 @@ def read_symbols(settings: Settings, limit: int = 50) -> list[SymbolRow]:
             cross=cross_of(row[3], row[4], row[5], row[6]),
             ticks_per_second=row[7] / 10.0,
             age_seconds=float(row[8]),
+            rsi_14=row[9],
         )
         for row in rows
     ]
@@ -94,9 +102,7 @@ def read_symbols(settings: Settings, limit: int = 50) -> list[SymbolRow]:
 
 def dlq_records(settings: Settings) -> int:
     """Records ever written to the dead-letter topic: the sum of its partitions' high watermarks."""
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "tickpipe-top", "log_level": 0}
-    )
+    consumer = Consumer(consumer_config(settings, "tickpipe-top", log_level=0))
     try:
         topic = consumer.list_topics(settings.kafka_dlq_topic, timeout=3).topics.get(settings.kafka_dlq_topic)
         if topic is None or topic.error is not None:
@@ -161,9 +167,7 @@ def probe_database(settings: Settings) -> Health:
 
 
 def probe_kafka(settings: Settings) -> Health:
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "tickpipe-top", "log_level": 0}
-    )
+    consumer = Consumer(consumer_config(settings, "tickpipe-top", log_level=0))
     try:
         metadata = consumer.list_topics(timeout=3)
         return Health("kafka", True, f"{len(metadata.brokers)} broker(s)")
@@ -184,7 +188,8 @@ def run_state(home: Path) -> dict[str, Any]:
 
 def take_snapshot(settings: Settings, home: Path, flink_rest_url: str | None, limit: int = 50) -> Snapshot:
     health = [probe_kafka(settings), probe_database(settings)]
-    stages = run_state(home).get("stages", {})
+    state = run_state(home)
+    stages = state.get("stages", {})
     if stages.get("ingestor", {}).get("metrics_url"):
         health.append(probe_http("ingestor", stages["ingestor"]["metrics_url"] + "/healthz"))
     if flink_rest_url:
@@ -197,4 +202,4 @@ def take_snapshot(settings: Settings, home: Path, flink_rest_url: str | None, li
         dlq: int | None = dlq_records(settings)
     except KafkaException:
         dlq = None
-    return Snapshot(symbols, health, dlq, time.time())
+    return Snapshot(symbols, health, dlq, time.time(), dict(state.get("restarts") or {}))

@@ -19,9 +19,17 @@ def _number(value: float | None) -> str:
     return f"{value:,.8g}"
 
 
+def _rsi(value: float | None) -> Text:
+    """RSI(14) of the newest 1m candle, coloured in the overbought (>= 70) and oversold (<= 30) zones."""
+    if value is None:
+        return Text("—", style="dim")  # as the MAs: not warm yet (15 closes), or no candles for the symbol
+    style = "bold red" if value >= 70 else "bold green" if value <= 30 else ""
+    return Text(f"{value:.1f}", style=style)
+
+
 def render(snapshot: Snapshot) -> RenderableType:
     prices = Table(title="tickpipe — prices", expand=True)
-    for column in ("symbol", "last", "MA(5)", "MA(20)", "cross", "ticks/s", "age"):
+    for column in ("symbol", "last", "MA(5)", "MA(20)", "cross", "RSI(14) 1m", "ticks/s", "age"):
         prices.add_column(column, justify="left" if column in {"symbol", "cross"} else "right")
     for row in snapshot.symbols:
         trend = ""
@@ -33,11 +41,12 @@ def render(snapshot: Snapshot) -> RenderableType:
             _number(row.ma_short),
             _number(row.ma_long),
             CROSS_MARKS.get(row.cross, Text(trend, style="dim")),
+            _rsi(row.rsi_14),
             f"{row.ticks_per_second:.1f}",
             Text(f"{row.age_seconds:.1f} s", style="red" if row.age_seconds > 10 else ""),
         )
     if not snapshot.symbols:
-        prices.add_row("(no rows yet)", "", "", "", "", "", "")
+        prices.add_row("(no rows yet)", "", "", "", "", "", "", "")
 
     health = Table(title="pipeline health", expand=True, show_header=False)
     health.add_column("stage")
@@ -47,5 +56,8 @@ def render(snapshot: Snapshot) -> RenderableType:
         health.add_row(item.name, Text("up", style="green") if item.ok else Text("DOWN", style="bold red"), item.detail)
     dlq = "unknown" if snapshot.dlq_records is None else str(snapshot.dlq_records)
     health.add_row("dead letters", Text("", style="dim"), f"{dlq} record(s) in the DLQ topic")
+    if snapshot.restarts:
+        restarted = ", ".join(f"{name} {count}x" for name, count in sorted(snapshot.restarts.items()))
+        health.add_row("restarts", Text("restarted", style="yellow"), f"{restarted} (see the logs under logs/)")
     footer = Text(f"updated {time.strftime('%H:%M:%S', time.localtime(snapshot.taken_at))} · Ctrl-C to stop", "dim")
     return Group(prices, health, footer)

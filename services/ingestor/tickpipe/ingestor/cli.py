@@ -37,7 +37,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, request_stop)
     ingestor.start()
     log.info(
@@ -52,13 +52,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     log.info("ingestor_stopping")
     undelivered = ingestor.stop(args.flush_timeout)
     server.stop()
+    on_disk = ingestor.sink.on_disk
     if undelivered:
         log.error(
             "ingestor_stopped",
             ticks_sent=ingestor.router.sent,
             undelivered=undelivered,
+            spill_bytes=on_disk,
             hint="Kafka unreachable: these ticks were not delivered",
         )
         return 1
-    log.info("ingestor_stopped", ticks_sent=ingestor.router.sent, undelivered=0)
+    log.info(
+        "ingestor_stopped",
+        ticks_sent=ingestor.router.sent,
+        undelivered=0,
+        spill_bytes=on_disk,
+        **({"hint": "Kafka unreachable: the disk buffer is produced at the next start"} if on_disk else {}),
+    )
     return 0

@@ -1,5 +1,9 @@
 """One WebSocket connection to the exchange, read on its own thread. Pings are answered by websocket-client as
-they are read; closing from another thread (watchdog, rotation, shutdown) shuts the socket, ending the read."""
+they are read; closing from another thread (watchdog, rotation, shutdown) shuts the socket, ending the read.
+
+Silence (what the stale watchdog acts on) is time spent waiting on the socket, never time spent handling a message:
+when the handler is held (a full producer queue without a disk buffer), the exchange is not silent, the ingestor
+stopped reading, and replacing the connection would throw away the frames already in its socket buffer."""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from collections.abc import Callable
 import websocket
 
 OnText = Callable[["Connection", str], None]
+# What a Feed opens its connections with: (url, on_text, name) → an unopened Connection. Tests pass a fake's.
+ConnectionFactory = Callable[[str, OnText, str], "Connection"]
 READ_CHUNK = 8192
 
 
@@ -31,7 +37,8 @@ class Connection:
     def __init__(self, url: str, on_text: OnText, name: str) -> None:
         self.url, self.on_text, self.name = url, on_text, name
         self.opened_at = 0.0
-        self.last_message_at = 0.0
+        self.last_read_at = 0.0  # when the reader last went back to the socket
+        self.handling = False  # True while a message is in on_text: not silence
         self.messages = 0
         self.shutdown_notice = False  # set when the exchange announced it will close us (serverShutdown)
         self.error: str | None = None
@@ -41,12 +48,16 @@ class Connection:
 
     def open(self, timeout: float) -> None:
         """Connect (raises OSError / WebSocketException on failure) and start reading."""
-        self._ws = websocket.create_connection(
+        self._ws = self._dial(timeout)
+        self._ws.settimeout(None)
+        self.opened_at = self.last_read_at = time.monotonic()
+        self._reader.start()
+
+    def _dial(self, timeout: float) -> websocket.WebSocket:
+        """The opened socket (the seam tests replace with an in-memory one)."""
+        return websocket.create_connection(
             self.url, timeout=timeout, enable_multithread=True, skip_utf8_validation=True, class_=_ChunkedWebSocket
         )
-        self._ws.settimeout(None)
-        self.opened_at = self.last_message_at = time.monotonic()
-        self._reader.start()
 
     @property
     def alive(self) -> bool:
@@ -58,7 +69,8 @@ class Connection:
 
     @property
     def silence(self) -> float:
-        return time.monotonic() - self.last_message_at
+        """Seconds the reader has waited on the socket for nothing; 0 while it is handling a message."""
+        return 0.0 if self.handling else time.monotonic() - self.last_read_at
 
     def _read(self) -> None:
         ws = self._ws
@@ -69,9 +81,11 @@ class Connection:
                 text = ws.recv()
                 if not text:
                     continue
-                self.last_message_at = time.monotonic()
                 self.messages += 1
+                self.handling = True
                 self.on_text(self, text if isinstance(text, str) else text.decode("utf-8", errors="replace"))
+                self.last_read_at = time.monotonic()  # before clearing the flag: silence never sees a stale time
+                self.handling = False
         except (websocket.WebSocketException, OSError) as error:
             if not self._closing:
                 self.error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -4,6 +4,11 @@ Unplanned ends (dropped, stale, refused) reconnect with backoff inside the attem
 connection's age nears the exchange's 24 h cut, or a `serverShutdown` notice) rotate: the new connection opens
 first and the old one closes only once the new one delivers, so no update falls between them; the overlap's
 duplicates are dropped downstream by event time.
+
+Connections come from a factory (`connect`, default Connection): the policy (staleness, rotation, backoff) is
+tested in-process in milliseconds against an in-memory exchange. Whether a feed is connected is the gauge
+tickpipe_ingest_exchange_connected{feed}; a handshake refused for good (HTTP 451 restricted region, 403) is logged
+as one `exchange_refused` error line naming the fix.
 """
 
 from __future__ import annotations
@@ -13,11 +18,17 @@ import time
 from dataclasses import dataclass
 
 from tickpipe.ingestor import metrics
-from tickpipe.ingestor.connection import AttemptBudget, Backoff, Connection, OnText
+from tickpipe.ingestor.connection import AttemptBudget, Backoff, Connection, ConnectionFactory, OnText
 from tickpipe.logs import get_logger
 
 log = get_logger("tickpipe.ingestor")
-CHECK_INTERVAL = 0.2
+# A handshake the exchange answered with one of these will not succeed by retrying: say why, in one line.
+REFUSED = {
+    451: "the exchange refuses connections from this location (HTTP 451, restricted region): run the ingestor in a "
+    "region the exchange serves, or set BINANCE_WS_URL to an endpoint that serves this one",
+    403: "the exchange refused the connection (HTTP 403 Forbidden): this IP may be blocked or banned (too many "
+    "connection attempts, a firewall); check BINANCE_WS_URL and INGEST_MAX_ATTEMPTS_PER_5MIN",
+}
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,7 @@ class FeedPolicy:
     healthy_after: float = 60.0  # a connection that lived this long resets the backoff
     connect_timeout: float = 10.0
     switch_timeout: float = 30.0  # how long a rotation waits for the new connection's first message
+    check_interval: float = 0.2  # how often the watchdog looks at the connection
 
 
 class Feed(threading.Thread):
@@ -39,14 +51,20 @@ class Feed(threading.Thread):
         policy: FeedPolicy,
         budget: AttemptBudget,
         stop: threading.Event,
+        connect: ConnectionFactory = Connection,
+        backoff: Backoff | None = None,
     ) -> None:
         super().__init__(name=f"feed-{name}", daemon=True)
         self.feed_name, self.url, self.on_text = name, url, on_text
         self.policy, self.budget, self.stop_event = policy, budget, stop
+        self.connect = connect
         self.current: Connection | None = None
-        self.backoff = Backoff()
+        self.backoff = backoff or Backoff()
         self.connected_once = threading.Event()
+        self.last_error: str | None = None
         self._generation = 0
+        self._connected = metrics.EXCHANGE_CONNECTED.labels(name)
+        self._connected.set(0)
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -56,8 +74,10 @@ class Feed(threading.Thread):
                 continue
             self.current = connection
             metrics.CONNECTIONS.inc()
+            self._connected.set(1)
             reason = self._serve()
             metrics.CONNECTIONS.dec()
+            self._connected.set(0)
             if self.stop_event.is_set():
                 break
             lived = self.current.age if self.current else 0.0
@@ -85,24 +105,32 @@ class Feed(threading.Thread):
             if self.stop_event.wait(min(wait, 5.0)):
                 return None
         self._generation += 1
-        connection = Connection(self.url, self.on_text, f"{self.feed_name}.{self._generation}")
+        connection = self.connect(self.url, self.on_text, f"{self.feed_name}.{self._generation}")
         try:
             connection.open(self.policy.connect_timeout)
         except Exception as error:  # any failure to connect is retried the same way
-            log.warning(
-                "connect_failed",
-                feed=self.feed_name,
-                url=self.url.split("?")[0],
-                error=f"{type(error).__name__}: {error}",
-            )
+            status = getattr(error, "status_code", None)  # websocket-client's WebSocketBadStatusException
+            if status in REFUSED:
+                self.last_error = REFUSED[status]
+                log.error(
+                    "exchange_refused",
+                    feed=self.feed_name,
+                    status=status,
+                    url=self.url.split("?")[0],
+                    error=REFUSED[status],
+                )
+                return None
+            self.last_error = f"{type(error).__name__}: {error}"
+            log.warning("connect_failed", feed=self.feed_name, url=self.url.split("?")[0], error=self.last_error)
             return None
+        self.last_error = None
         log.info("connected", feed=self.feed_name, connection=connection.name)
         self.connected_once.set()
         return connection
 
     def _serve(self) -> str:
         """Watch the current connection until it ends; return why (rotations happen inside)."""
-        while not self.stop_event.wait(CHECK_INTERVAL):
+        while not self.stop_event.wait(self.policy.check_interval):
             connection = self.current
             if connection is None:
                 return "dropped"

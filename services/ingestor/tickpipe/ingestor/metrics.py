@@ -17,6 +17,21 @@ CONNECTIONS = Gauge("tickpipe_ingest_connections", "Open exchange connections")
 LAST_EVENT_AGE = Gauge("tickpipe_ingest_last_event_age_seconds", "Seconds since the last message from the exchange")
 QUEUE_FULL = Gauge("tickpipe_ingest_backpressure", "1 while the producer queue is full (Kafka unreachable?)")
 QUEUED = Gauge("tickpipe_ingest_producer_queue_messages", "Records waiting in the producer for Kafka")
+BLOCKED_SECONDS = Gauge(
+    "tickpipe_ingest_blocked_seconds", "How long the exchange's reader has been held by a full queue (no disk buffer)"
+)
+EXCHANGE_CONNECTED = Gauge(
+    "tickpipe_ingest_exchange_connected", "1 while the feed has a live exchange connection", ["feed"]
+)
+SPILL_WRITTEN = Counter("tickpipe_ingest_spill_written", "Records appended to the disk buffer (queue full)", ["topic"])
+SPILL_REPLAYED = Counter(
+    "tickpipe_ingest_spill_replayed", "Records from the disk buffer acknowledged by Kafka", ["topic"]
+)
+SPILL_DROPPED = Counter(
+    "tickpipe_ingest_spill_dropped", "Records dropped: queue full and disk budget exhausted", ["topic"]
+)
+SPILL_BYTES = Gauge("tickpipe_ingest_spill_bytes", "Bytes in the disk buffer (segments not yet acknowledged)")
+SPILL_ACTIVE = Gauge("tickpipe_ingest_spill_active", "1 while new records go to the disk buffer (until it drains)")
 PRODUCE_LATENCY = Histogram(
     "tickpipe_ingest_produce_latency_seconds",
     "From produce() to Kafka's acknowledgement",

@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 
-from tickpipe.schema import InvalidTick, Tick, validate_tick
+from tickpipe.schema import InvalidTick, Tick, reason_kind, validate_tick
+
+__all__ = ["SOURCE", "Control", "normalize", "reason_kind"]
 
 SOURCE = "binance"
 
@@ -23,6 +25,8 @@ class Control(Enum):
 
 
 def normalize(raw: str | bytes) -> Tick | Control:
+    """One WebSocket message → a tick or a control notice; InvalidTick (and nothing else) for anything else.
+    orjson bounds the input for us: nesting deeper than 1024 and numbers beyond a double are "not JSON"."""
     try:
         message: Any = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -35,19 +39,15 @@ def normalize(raw: str | bytes) -> Tick | Control:
             raise InvalidTick("combined-stream data is not a JSON object")
     elif "id" in message and ("result" in message or "error" in message):
         if "error" in message:
-            raise InvalidTick(f"exchange error reply: {message['error']}")
+            raise InvalidTick(f"exchange error reply: {orjson.dumps(message['error']).decode()}")
         return Control.SUBSCRIPTION_REPLY
     kind = message.get("e")
     if kind == "serverShutdown":
         return Control.SERVER_SHUTDOWN
     if kind != "24hrTicker":
-        raise InvalidTick(f"unknown message shape: event type {kind!r}")
+        shown = repr(kind) if not isinstance(kind, str) or len(kind) <= 40 else repr(kind[:40]) + "…"
+        raise InvalidTick(f"unknown message shape: event type {shown}")
     missing = [name for name in ("s", "E", "c", "v") if name not in message]
     if missing:
         raise InvalidTick(f"missing fields: {', '.join(missing)}")
     return validate_tick(message["s"], message["E"], message["c"], message["v"], SOURCE)
-
-
-def reason_kind(reason: str) -> str:
-    """A bounded metric label from a reason: the text before its first detail ("price is not a number: 'x'")."""
-    return reason.split(":", 1)[0].split(",", 1)[0][:40]

@@ -9,7 +9,7 @@ from typing import Any
 
 from tickpipe.config import Settings
 from tickpipe.ingestor import metrics
-from tickpipe.ingestor.connection import AttemptBudget, Connection
+from tickpipe.ingestor.connection import AttemptBudget, Connection, ConnectionFactory
 from tickpipe.ingestor.feed import Feed, FeedPolicy
 from tickpipe.ingestor.normalize import Control, normalize
 from tickpipe.ingestor.sink import KafkaSink
@@ -41,6 +41,13 @@ class TickRouter:
 
     def __call__(self, connection: Connection, text: str) -> None:
         self.last_message_at = time.monotonic()
+        try:
+            self._route(connection, text)
+        except Exception as error:  # a bug must not end the connection's reader: the message goes to the DLQ with why
+            log.exception("message_failed", connection=connection.name)
+            self.sink.reject(text, f"internal error: {type(error).__name__}: {error}")
+
+    def _route(self, connection: Connection, text: str) -> None:
         try:
             item = normalize(text)
         except InvalidTick as error:
@@ -74,7 +81,9 @@ class TickRouter:
 
 
 class Ingestor:
-    def __init__(self, settings: Settings, symbols: tuple[str, ...]) -> None:
+    def __init__(
+        self, settings: Settings, symbols: tuple[str, ...], *, connect: ConnectionFactory = Connection
+    ) -> None:
         self.settings = settings
         self.stop_event = threading.Event()
         self.sink = KafkaSink(settings)
@@ -85,7 +94,7 @@ class Ingestor:
         budget = AttemptBudget(settings.ingest_max_attempts_per_5min)
         urls = stream_urls(settings.binance_ws_url, symbols, settings.ingest_streams_per_connection)
         self.feeds = [
-            Feed(str(i), url, on_text=self.router, policy=policy, budget=budget, stop=self.stop_event)
+            Feed(str(i), url, on_text=self.router, policy=policy, budget=budget, stop=self.stop_event, connect=connect)
             for i, url in enumerate(urls)
         ]
         metrics.LAST_EVENT_AGE.set_function(lambda: time.monotonic() - self.router.last_message_at)
@@ -97,13 +106,17 @@ class Ingestor:
 
     def live(self) -> tuple[bool, str]:
         dead = [feed.feed_name for feed in self.feeds if not feed.is_alive()]
-        return (not dead, f"feeds stopped: {dead}" if dead else "ok")
+        if dead:
+            return False, f"feeds stopped: {dead}"
+        if self.sink.fatal:
+            return False, f"producer unusable: {self.sink.fatal}"
+        return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
-        if self.sink.backpressure:
-            return False, "producer queue full: Kafka unreachable"
-        down = [f.feed_name for f in self.feeds if f.current is None or not f.current.alive]
-        return (not down, f"not connected: feeds {down}" if down else "ok")
+        """Ready to produce: the producer is usable and the ticks it is given are kept (in memory or on disk).
+        Whether the exchange is connected is not readiness (a restart does not fix a refused region): it is the
+        gauge tickpipe_ingest_exchange_connected{feed} and the log line `exchange_refused`."""
+        return self.sink.ready()
 
     def stop(self, flush_timeout: float = 30.0) -> int:
         """Close the connections, then deliver what is queued; return the number of undelivered records."""

@@ -53,7 +53,7 @@ class ParseTicks(ProcessFunction):  # type: ignore[misc]
     def open(self, runtime_context: RuntimeContext) -> None:
         self.rejected = runtime_context.get_metrics_group().counter("ticks_rejected")
 
-    def process_element(self, value: str, ctx: ProcessFunction.Context) -> Any:
+    def process_element(self, value: str | None, ctx: ProcessFunction.Context) -> Any:
         try:
             tick = parse_tick(value)
         except InvalidTick as error:

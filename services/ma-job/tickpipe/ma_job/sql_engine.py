@@ -22,6 +22,7 @@ from pyflink.table import StreamTableEnvironment
 
 from tickpipe.ma_job.indicators import LONG_WINDOW, SHORT_WINDOW
 from tickpipe.ma_job.tables import STAGE
+from tickpipe.schema import DEAD_LETTER_VERSION, MAX_RAW_LENGTH
 
 ISO_MS = "yyyy-MM-dd''T''HH:mm:ss.SSS''Z''"
 
@@ -34,7 +35,7 @@ FUNCTIONS = {
 
 # One row per record: the tick's fields, or the reason it is not a tick (the rules of tickpipe.schema.parse_tick).
 PARSED = """
-SELECT payload, proc, p.symbol, p.ts, p.price, p.volume, p.source, p.reason
+SELECT proc, p.symbol, p.ts, p.price, p.volume, p.source, p.reason, p.rejected_raw, p.raw_length
 FROM ticks_raw_timed, LATERAL TABLE(PARSE_TICK(payload)) AS p"""
 
 # The newest event time among the symbol's earlier valid ticks: a tick that is not after it is a duplicate or
@@ -57,10 +58,14 @@ TICK_JSON = (
 )
 
 
-def _dead_letter(reason: str, raw: str) -> str:
+def _dead_letter(reason: str, raw: str, raw_length: str) -> str:
+    # tickpipe.schema.dead_letter's record (version DEAD_LETTER_VERSION). A payload longer than MAX_RAW_LENGTH comes
+    # cut from PARSE_TICK, so that a 1 MB record still makes a dead letter Kafka accepts instead of a sink failure
+    # that restarts the job forever.
     return (
-        f"JSON_OBJECT(KEY 'reason' VALUE {reason}, KEY 'stage' VALUE '{STAGE}', "
-        f"KEY 'source' VALUE CAST(NULL AS STRING), KEY 'raw' VALUE {raw}, "
+        f"JSON_OBJECT(KEY 'v' VALUE {DEAD_LETTER_VERSION}, KEY 'reason' VALUE {reason}, KEY 'stage' VALUE '{STAGE}', "
+        f"KEY 'source' VALUE CAST(NULL AS STRING), KEY 'raw' VALUE {raw}, KEY 'raw_length' VALUE {raw_length}, "
+        f"KEY 'raw_truncated' VALUE COALESCE({raw_length} > {MAX_RAW_LENGTH}, FALSE), "
         f"KEY 'rejected_at' VALUE DATE_FORMAT(CURRENT_TIMESTAMP, '{ISO_MS}'))"
     )
 
@@ -94,7 +99,9 @@ def build(t_env: StreamTableEnvironment, statements: Any) -> None:
     t_env.create_temporary_view("parsed", t_env.sql_query(PARSED))
     t_env.create_temporary_view("checked", t_env.sql_query(CHECKED))
     statements.add_insert_sql(f"INSERT INTO price_ticks {AVERAGES}")
+    rejected = _dead_letter("reason", "rejected_raw", "raw_length")
+    stale = _dead_letter(STALE_REASON, TICK_JSON, f"CHAR_LENGTH({TICK_JSON})")
     statements.add_insert_sql(
-        f"INSERT INTO dead_letters SELECT {_dead_letter('reason', 'payload')} FROM parsed WHERE reason IS NOT NULL "
-        f"UNION ALL SELECT {_dead_letter(STALE_REASON, TICK_JSON)} FROM checked WHERE ts <= newest_before"
+        f"INSERT INTO dead_letters SELECT {rejected} FROM parsed WHERE reason IS NOT NULL "
+        f"UNION ALL SELECT {stale} FROM checked WHERE ts <= newest_before"
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tickpipe.config import Settings
+from tickpipe.config import KafkaSecurityProtocol, Settings
 
 JOB_NAME = "tickpipe-ma-job"
 STAGE = "ma-job"
@@ -26,6 +26,38 @@ def _table(name: str, columns: str, options: dict[str, str]) -> str:
     return f"CREATE TABLE {name} ({columns}\n) WITH (\n  {quoted}\n)"
 
 
+def kafka_security_options(settings: Settings) -> dict[str, str]:
+    """The Java client's TLS and SASL/SCRAM properties (`properties.*` of Flink's Kafka connector) for the same
+    settings tickpipe.kafka gives librdkafka. The JAAS line holds the SASL password: the DDL is never logged, and
+    Kafka's and Flink's own config dumps mask `sasl.jaas.config`."""
+    protocol = settings.kafka_security_protocol
+    options = {"properties.security.protocol": protocol.value}
+    if protocol in {KafkaSecurityProtocol.SASL_SSL, KafkaSecurityProtocol.SASL_PLAINTEXT}:
+        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+        options["properties.sasl.mechanism"] = settings.kafka_sasl_mechanism.value
+        options["properties.sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{_jaas_quote(settings.kafka_sasl_username or "")}" password="{_jaas_quote(password)}";'
+        )
+    if protocol in {KafkaSecurityProtocol.SASL_SSL, KafkaSecurityProtocol.SSL}:
+        # The Java client reads PEM directly (KIP-651): no JKS/PKCS12 conversion, the same files as librdkafka.
+        if settings.kafka_ssl_ca_location:
+            options["properties.ssl.truststore.type"] = "PEM"
+            options["properties.ssl.truststore.location"] = str(settings.kafka_ssl_ca_location)
+        if settings.kafka_ssl_certificate_location and settings.kafka_ssl_key_location:
+            # Java's PEM key store is one file holding the key and then the certificate chain: the job needs
+            # KAFKA_SSL_KEY_LOCATION in that form (librdkafka finds the key in it too). Never inline the key: Flink
+            # masks `password` and `jaas.config` options in its messages, not `ssl.keystore.key`.
+            options["properties.ssl.keystore.type"] = "PEM"
+            options["properties.ssl.keystore.location"] = str(settings.kafka_ssl_key_location)
+    return options
+
+
+def _jaas_quote(value: str) -> str:
+    # JAAS values are double-quoted strings with backslash escapes (Kafka parses them with a StreamTokenizer).
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def source_ddl(settings: Settings) -> str:
     """Ticks as raw strings: parsing happens in the job with the shared tick schema, so that a bad record becomes
     a dead letter with its reason, never a deserialisation failure that stops the job."""
@@ -40,6 +72,7 @@ def source_ddl(settings: Settings) -> str:
         "scan.topic-partition-discovery.interval": "60 s",
         "format": "raw",
         "raw.charset": "UTF-8",
+        **kafka_security_options(settings),
     }
     return _table("ticks_raw", "\n  `raw` STRING", options)
 
@@ -51,6 +84,7 @@ def dlq_ddl(settings: Settings) -> str:
         "properties.bootstrap.servers": settings.kafka_bootstrap_servers,
         "format": "raw",
         "sink.delivery-guarantee": "at-least-once",
+        **kafka_security_options(settings),
     }
     return _table("dead_letters", "\n  `record` STRING", options)
 

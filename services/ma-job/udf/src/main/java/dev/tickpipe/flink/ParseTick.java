@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.Set;
+import java.util.regex.Pattern;
 
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
@@ -32,12 +33,20 @@ import org.apache.flink.types.Row;
  * <p>A table function rather than a scalar one returning ROW: the planner may evaluate a scalar function once per
  * field it reads; a LATERAL TABLE call parses each record exactly once.
  */
-@FunctionHint(output = @DataTypeHint(
-        "ROW<symbol STRING, ts TIMESTAMP(3), price DOUBLE, volume DOUBLE, source STRING, reason STRING>"))
+@FunctionHint(output = @DataTypeHint("ROW<symbol STRING, ts TIMESTAMP(3), price DOUBLE, volume DOUBLE, source STRING, "
+        + "reason STRING, rejected_raw STRING, raw_length INT>"))
 public class ParseTick extends TableFunction<Row> {
 
     private static final Set<String> NOT_FINITE = Set.of("nan", "inf", "infinity");
     private static final String[] FIELDS = {"symbol", "timestamp", "price", "volume", "source"};
+    // The limits of tickpipe.schema (MAX_REASON_LENGTH, MAX_EVENT_TIME_MS, the timestamp form): same verdicts.
+    private static final int MAX_REASON_LENGTH = 200;
+    private static final int MAX_NESTING = 500;
+    private static final int MAX_NUMBER_LENGTH = 1000;
+    private static final int MAX_RAW_LENGTH = 65_536;
+    private static final long MAX_EVENT_TIME_MS = 253_402_300_799_999L; // 9999-12-31T23:59:59.999Z
+    private static final Pattern TIMESTAMP = Pattern.compile(
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\\.[0-9]{1,9})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})");
     // NaN and Infinity are numbers to Python's json.loads too: they are then rejected as "not finite".
     private static final JsonFactory JSON =
             JsonFactory.builder().enable(JsonReadFeature.ALLOW_NON_NUMERIC_NUMBERS).build();
@@ -70,15 +79,50 @@ public class ParseTick extends TableFunction<Row> {
     /** The reason a record is not a tick. */
     private static final class Invalid extends Exception {
         Invalid(String reason) {
-            super(reason, null, false, false); // no stack trace: this is a verdict, not an error
+            super(oneLine(reason), null, false, false); // no stack trace: this is a verdict, not an error
         }
+    }
+
+    /** As tickpipe.schema.one_line: control characters as spaces, at most MAX_REASON_LENGTH characters. */
+    static String oneLine(String reason) {
+        StringBuilder text = new StringBuilder(Math.min(reason.length(), MAX_REASON_LENGTH + 1));
+        boolean control = false;
+        for (int i = 0; i < reason.length() && text.length() <= MAX_REASON_LENGTH; i++) {
+            char c = reason.charAt(i);
+            boolean isControl = c < 0x20 || c == 0x7f;
+            if (!isControl) {
+                text.append(c);
+            } else if (!control) {
+                text.append(' ');
+            }
+            control = isControl;
+        }
+        if (text.length() > MAX_REASON_LENGTH) {
+            text.setLength(MAX_REASON_LENGTH - 1);
+            text.append('…');
+        }
+        return text.toString();
+    }
+
+    /**
+     * The payload as a rejected record's dead letter keeps it: at most MAX_RAW_LENGTH characters (tickpipe.schema),
+     * never cut inside a surrogate pair. Done here, on a Java string, because Flink's own string functions
+     * (SUBSTRING, CHAR_LENGTH) walk the raw format's bytes as UTF-8 and fail on a record that is not.
+     */
+    static String deadLetterRaw(String payload) {
+        if (payload == null || payload.length() <= MAX_RAW_LENGTH) {
+            return payload;
+        }
+        int end = Character.isHighSurrogate(payload.charAt(MAX_RAW_LENGTH - 1)) ? MAX_RAW_LENGTH - 1 : MAX_RAW_LENGTH;
+        return payload.substring(0, end);
     }
 
     public void eval(String payload) {
         try {
             collect(parse(payload));
         } catch (Invalid invalid) {
-            collect(Row.of(null, null, null, null, null, invalid.getMessage()));
+            int length = payload == null ? 0 : payload.length();
+            collect(Row.of(null, null, null, null, null, invalid.getMessage(), deadLetterRaw(payload), length));
         }
     }
 
@@ -93,7 +137,7 @@ public class ParseTick extends TableFunction<Row> {
                 throw new Invalid("not JSON: no value");
             }
             if (root != JsonToken.START_OBJECT) {
-                parser.skipChildren();
+                skip(parser, 1);
                 readToEnd(parser);
                 throw new Invalid("not a JSON object");
             }
@@ -101,12 +145,15 @@ public class ParseTick extends TableFunction<Row> {
                 int field = fieldIndex(parser.currentName());
                 JsonToken value = parser.nextToken();
                 if (value == JsonToken.START_OBJECT || value == JsonToken.START_ARRAY) {
-                    parser.skipChildren();
+                    skip(parser, 2);
                     if (field >= 0) {
                         values[field] = new Value(value, value == JsonToken.START_OBJECT ? "{...}" : "[...]");
                     }
-                } else if (field >= 0) {
-                    values[field] = new Value(value, render(parser, value));
+                } else {
+                    checkNumber(parser, value);
+                    if (field >= 0) {
+                        values[field] = new Value(value, render(parser, value));
+                    }
                 }
             }
             readToEnd(parser);
@@ -127,7 +174,7 @@ public class ParseTick extends TableFunction<Row> {
         Value symbol = values[0];
         Value timestamp = values[1];
         long eventTimeMs = eventTime(timestamp);
-        if (!symbol.isString() || !isAlphanumeric(symbol.text)) {
+        if (!symbol.isString() || !isSymbol(symbol.text)) {
             throw new Invalid("invalid symbol: " + symbol.repr());
         }
         double price = number("price", values[2]);
@@ -138,14 +185,48 @@ public class ParseTick extends TableFunction<Row> {
         if (volume < 0) {
             throw new Invalid("volume must not be negative, got " + values[3].repr());
         }
-        if (eventTimeMs <= 0) {
+        if (eventTimeMs <= 0 || eventTimeMs > MAX_EVENT_TIME_MS) {
             throw new Invalid("invalid event time: " + eventTimeMs);
         }
         LocalDateTime ts = LocalDateTime.ofEpochSecond(
                 Math.floorDiv(eventTimeMs, 1000), (int) Math.floorMod(eventTimeMs, 1000) * 1_000_000, ZoneOffset.UTC);
         // As Python's str() of it: text as is, other JSON values as their repr.
         String source = values[4].text;
-        return Row.of(symbol.text.toUpperCase(Locale.ROOT), ts, price, volume, source, null);
+        return Row.of(symbol.text.toUpperCase(Locale.ROOT), ts, price, volume, source, null, null, null);
+    }
+
+    /**
+     * Past the value the parser is at (a container at nesting {@code depth}, the root object being 1, or a scalar),
+     * with the limits of tickpipe.schema: nesting up to MAX_NESTING, numbers up to MAX_NUMBER_LENGTH characters.
+     */
+    private static void skip(JsonParser parser, int depth) throws IOException, Invalid {
+        int open = 0;
+        JsonToken token = parser.currentToken();
+        while (true) {
+            if (token == JsonToken.START_OBJECT || token == JsonToken.START_ARRAY) {
+                if (depth + open > MAX_NESTING) {
+                    throw new Invalid("not JSON: nested too deeply");
+                }
+                open++;
+            } else if (token == JsonToken.END_OBJECT || token == JsonToken.END_ARRAY) {
+                open--;
+            } else if (token == null) {
+                throw new Invalid("not JSON: unexpected end");
+            } else {
+                checkNumber(parser, token);
+            }
+            if (open <= 0) {
+                return;
+            }
+            token = parser.nextToken();
+        }
+    }
+
+    private static void checkNumber(JsonParser parser, JsonToken token) throws IOException, Invalid {
+        boolean number = token == JsonToken.VALUE_NUMBER_INT || token == JsonToken.VALUE_NUMBER_FLOAT;
+        if (number && parser.getTextLength() > MAX_NUMBER_LENGTH) {
+            throw new Invalid("not JSON: number longer than " + MAX_NUMBER_LENGTH + " characters");
+        }
     }
 
     private static int fieldIndex(String name) {
@@ -177,16 +258,16 @@ public class ParseTick extends TableFunction<Row> {
         }
     }
 
-    private static boolean isAlphanumeric(String text) {
-        if (text.isEmpty()) {
+    /** The symbol rule of tickpipe.schema.is_symbol: 2 to 20 ASCII letters and digits. */
+    static boolean isSymbol(String text) {
+        if (text.length() < 2 || text.length() > 20) {
             return false;
         }
-        for (int i = 0; i < text.length(); ) {
-            int codePoint = text.codePointAt(i);
-            if (!Character.isLetterOrDigit(codePoint)) {
+        for (int i = 0; i < text.length(); i++) {
+            char c = text.charAt(i);
+            if (!(c >= 'A' && c <= 'Z') && !(c >= 'a' && c <= 'z') && !(c >= '0' && c <= '9')) {
                 return false;
             }
-            i += Character.charCount(codePoint);
         }
         return true;
     }
@@ -196,7 +277,7 @@ public class ParseTick extends TableFunction<Row> {
         if (!value.isNumber() && !value.isString()) {
             throw new Invalid(name + " is not a number: " + value.repr());
         }
-        String text = value.text.strip();
+        String text = value.text.trim(); // controls and space, as tickpipe.schema strips them
         String unsigned = text.startsWith("-") || text.startsWith("+") ? text.substring(1) : text;
         if (NOT_FINITE.contains(unsigned.toLowerCase(Locale.ROOT))) {
             throw new Invalid(name + " is not finite: " + value.repr());
@@ -241,8 +322,14 @@ public class ParseTick extends TableFunction<Row> {
                             digits(text, 11, 13), digits(text, 14, 16), digits(text, 17, 19), digits(text, 20, 23) * 1_000_000);
                     return moment.toEpochSecond(ZoneOffset.UTC) * 1000 + digits(text, 20, 23);
                 }
-                OffsetDateTime moment = OffsetDateTime.parse(text.replace("Z", "+00:00"), DateTimeFormatter.ISO_OFFSET_DATE_TIME);
-                return moment.toEpochSecond() * 1000 + Math.round(moment.getNano() / 1e6);
+                if (TIMESTAMP.matcher(text).matches()) {
+                    OffsetDateTime moment =
+                            OffsetDateTime.parse(text.replace("Z", "+00:00"), DateTimeFormatter.ISO_OFFSET_DATE_TIME);
+                    int year = moment.withOffsetSameInstant(ZoneOffset.UTC).getYear();
+                    if (year >= 1 && year <= 9999) { // what Python's datetime holds
+                        return moment.toEpochSecond() * 1000 + Math.round(moment.getNano() / 1e6);
+                    }
+                }
             } catch (DateTimeException error) {
                 // falls through to the reason below
             }

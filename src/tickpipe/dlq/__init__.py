@@ -1,0 +1,1 @@
+"""Dead letters you can use: `tickpipe dlq stats|tail|replay` over the dead-letter topic."""
