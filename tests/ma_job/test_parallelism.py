@@ -8,11 +8,16 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import assert_same_rows, expected_rows, produce, random_walk, table_rows
+from tests.helpers import assert_same_rows, expected_rows, produce, random_walk, table_rows, wait_for
 from tests.ma_job.test_ma_job import JobUnderTest, keyed
 from tests.ma_job.test_ma_job import job as job  # noqa: PLC0414 - the MA job tests' fixture, used here too
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def free_slots(job: JobUnderTest) -> int:
+    with urllib.request.urlopen(f"{job.settings.flink_rest_url}/overview", timeout=10) as response:  # noqa: S310
+        return int(json.load(response)["slots-available"])
 
 
 # The default engine (the keyed one shares its keying and is ~25x slower); the session's TaskManager has 4 slots.
@@ -22,6 +27,8 @@ def test_parallelism_four_writes_the_rows_of_parallelism_one(job: JobUnderTest) 
     ticks = random_walk(symbols, 40, seed=21)
     resent = [ticks[100], ticks[5]]  # a duplicate and an older tick: refused on any subtask
     produce(job.settings, keyed(ticks[:200]) + keyed(resent) + keyed(ticks[200:]))
+    # All four slots of the session's TaskManager: an earlier test's cancelled job may still be releasing its own.
+    wait_for(lambda: free_slots(job) >= 4, 120, f"4 free task slots (jobs: {job.rest.jobs()})")
     job_id = job.submit_detached()
     job.wait_for_rows(len(ticks), f"{len(ticks)} rows at parallelism 4")
     assert_same_rows(table_rows(job.settings), expected_rows(ticks))
