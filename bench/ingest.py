@@ -84,7 +84,13 @@ def over_websocket(settings: Settings, symbol_count: int, seconds: float, log_di
             "ingestor",
             ["ingest", "--symbols", ",".join(symbols)],
             log_dir / "bench-ingestor.log",
-            env={**os.environ, **settings.as_env(), "BINANCE_WS_URL": sim.url, "METRICS_PORT": str(port)},
+            env={
+                **os.environ,
+                **settings.as_env(),
+                "BINANCE_WS_URL": sim.url,
+                "BINANCE_REST_URL": sim.rest_url,
+                "METRICS_PORT": str(port),
+            },
         ).start()
         try:
             url = f"http://127.0.0.1:{port}"

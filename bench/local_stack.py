@@ -16,6 +16,7 @@ from tickpipe.config import Settings, load_settings
 from tickpipe.kafka import ensure_topics
 from tickpipe.migrator.migrate import migrate
 from tickpipe.stack.manager import LocalStack
+from tickpipe.stack.sizing import EngineSizes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,7 +26,8 @@ def bench_stack(components: tuple[str, ...] = ("kafka", "postgres", "flink")) ->
     home = Path(tempfile.mkdtemp(prefix="tickpipe-bench-"))
     home.chmod(0o755)  # PostgreSQL's unprivileged user must be able to enter it
     os.environ["TICKPIPE_HOME"] = str(home)
-    stack = LocalStack(home, REPO / ".deps" / "jars")
+    # The sizes the benchmark's figures were measured with, whatever STACK_MEMORY says (tickpipe.stack.sizing).
+    stack = LocalStack(home, REPO / ".deps" / "jars", sizes=EngineSizes.named("large"))
     try:
         os.environ.update(stack.up(components, timeout=180))
         yield stack, home

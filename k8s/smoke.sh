@@ -129,7 +129,8 @@ elif [ -n "${REGISTRY:-}" ]; then
   done
   "$helm_cmd" upgrade --install "$release" charts/tickpipe --kube-context "$context" --namespace "$namespace" \
     --wait --timeout 15m "${images[@]}" --set ingestor.sim.enabled=true \
-    --set-string 'ingestor.env.BINANCE_WS_URL=ws://{{ include "ingestor.fullname" . }}-sim:9443' ||
+    --set-string 'ingestor.env.BINANCE_WS_URL=ws://{{ include "ingestor.fullname" . }}-sim:9443' \
+    --set-string 'ingestor.env.BINANCE_REST_URL=http://{{ include "ingestor.fullname" . }}-sim:9443' ||
     fail "deploy" "helm upgrade --install $release failed (kubectl -n $namespace get pods,events)"
 else
   need "$skaffold_cmd" "deploy"

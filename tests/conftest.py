@@ -122,7 +122,12 @@ def stack_home() -> Iterator[Path]:
 def unique_topics() -> dict[str, str]:
     """Topic names private to one test, so tests never see each other's ticks."""
     suffix = uuid.uuid4().hex[:10]
-    return {"kafka_topic": f"price-ticks-{suffix}", "kafka_dlq_topic": f"price-ticks-{suffix}.dlq"}
+    return {
+        "kafka_topic": f"price-ticks-{suffix}",
+        "kafka_dlq_topic": f"price-ticks-{suffix}.dlq",
+        "kafka_candles_topic": f"candles-{suffix}",
+        "kafka_signals_topic": f"signals-{suffix}",
+    }
 
 
 @pytest.fixture

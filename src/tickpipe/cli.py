@@ -33,7 +33,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "stage migrator: apply the versioned SQL schema in storage/migrations",
     ),
     "ingest": ("tickpipe.ingestor.cli", "stage ingestor: Binance WebSocket → Kafka topic price-ticks"),
-    "ma-job": ("tickpipe.ma_job.cli", "stage ma-job: PyFlink MA(5)/MA(20) per symbol, Kafka → price_ticks"),
+    "ma-job": (
+        "tickpipe.ma_job.cli",
+        "stage ma-job: PyFlink MA(5)/MA(20) per symbol, Kafka → price_ticks; --candles: the candle job "
+        "(candles → candles_1m with indicators, signals)",
+    ),
     "sim": ("tickpipe.sim.cli", "tool: Binance-compatible simulated exchange (WebSocket server)"),
     "run": ("tickpipe.run.cli", "tool: run the whole pipeline locally (what `make run` calls)"),
     "top": ("tickpipe.top.cli", "tool: live terminal view of prices, MAs and pipeline health"),
@@ -61,6 +65,17 @@ def _available() -> dict[str, Subcommand]:
     return modules
 
 
+def _needed(argv: Sequence[str]) -> dict[str, Subcommand]:
+    """Only the subcommand that runs, when the command line names one: every stage of a run is a `tickpipe`
+    process, and importing every other subcommand's modules costs each of them about 12 MB of memory."""
+    if argv and argv[0] in SUBCOMMANDS:
+        try:
+            return {argv[0]: importlib.import_module(SUBCOMMANDS[argv[0]][0])}
+        except ModuleNotFoundError:
+            pass  # not installed: the full parser says which commands there are
+    return _available()
+
+
 def build_parser(modules: dict[str, Subcommand]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tickpipe",
@@ -77,7 +92,8 @@ def build_parser(modules: dict[str, Subcommand]) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    modules = _available()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    modules = _needed(argv)
     args = build_parser(modules).parse_args(argv)
     try:
         settings = load_settings()

@@ -12,7 +12,7 @@ import os
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -22,6 +22,9 @@ from tickpipe.errors import ConfigError
 from tickpipe.schema import SYMBOL_RULE, is_symbol
 
 DEFAULT_SYMBOLS = ("btcusdt", "ethusdt", "bnbusdt", "solusdt", "xrpusdt")
+# SYMBOLS=all-usdt: every TRADING spot pair quoted in USDT, from exchangeInfo, re-discovered while running
+# (tickpipe.ingestor.discovery).
+ALL_USDT = "all-usdt"
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -68,6 +71,10 @@ class Settings(BaseSettings):
     kafka_topic: str = "price-ticks"
     kafka_dlq_topic: str = "price-ticks.dlq"
     kafka_topic_partitions: int = Field(default=6, ge=1, le=1000)
+    # Closed 1m candles (tickpipe.candle_schema, key = source:symbol) and the events the candle job derives from them
+    # (RSI crossing 70/30, closes outside the Bollinger band); their dead letters go to KAFKA_DLQ_TOPIC too.
+    kafka_candles_topic: str = "candles"
+    kafka_signals_topic: str = "signals"
     # TLS and SASL/SCRAM for every Kafka client (ingestor, MA job, tools); tickpipe.kafka maps them to librdkafka's
     # properties and tickpipe.ma_job.tables to the Java client's. The CA is a PEM file; unset = the system's CAs.
     kafka_security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
@@ -91,6 +98,8 @@ class Settings(BaseSettings):
     database_ssl_root_cert: Path | None = None
 
     binance_ws_url: str = "wss://stream.binance.com:9443"
+    # Binance's REST API, where the ingestor's gap repair fetches the closed 1m candles it missed (GET /api/v3/klines).
+    binance_rest_url: str = "https://api.binance.com"
     symbols: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SYMBOLS
 
     # The ingestor (services/ingestor). Binance closes every connection after 24 h: rotate 10 min before.
@@ -98,6 +107,8 @@ class Settings(BaseSettings):
     ingest_stale_after_seconds: float = Field(default=30.0, gt=0)
     ingest_rotate_after_seconds: float = Field(default=86_400.0 - 600.0, gt=0)
     ingest_gap_after_ms: int = Field(default=5000, ge=1)
+    # With SYMBOLS=all-usdt: how often exchangeInfo is asked again for listings and delistings.
+    ingest_discovery_interval_seconds: float = Field(default=3600.0, gt=0)
     ingest_max_attempts_per_5min: int = Field(default=250, ge=1, le=300)  # Binance bans at 300 per IP
     # Bounded memory while Kafka is down (the librdkafka queue); beyond it ticks spill to disk. Small values are for
     # fault tests: a tiny queue reaches the spill in a second instead of minutes.
@@ -107,6 +118,21 @@ class Settings(BaseSettings):
     # INGEST_SPILL_MAX_BYTES=0 turns it off: a full queue then holds the exchange's reader (back-pressure).
     ingest_spill_dir: Path | None = None
     ingest_spill_max_bytes: int = Field(default=1 << 30, ge=0)
+    # Replicas (README, "Ingestor replicas"): `off` = this process always produces; `file` = a Lease in a file of the
+    # state dir (local replicas); `kubernetes` = a coordination.k8s.io/v1 Lease in the pod's namespace. The leader
+    # produces; standbys keep INGEST_STANDBY_BUFFER_SECONDS of ticks per symbol to take over without a gap.
+    ingest_leader_election: Literal["off", "file", "kubernetes"] = "off"
+    ingest_lease_name: str = "tickpipe-ingestor"
+    ingest_lease_namespace: str | None = None  # unset: the pod's own namespace
+    ingest_lease_file: Path | None = None  # unset: $TICKPIPE_HOME/<INGEST_LEASE_NAME>.lease
+    ingest_identity: str | None = None  # unset: <host name>-<pid> (the pod's name in Kubernetes)
+    ingest_standby_buffer_seconds: float = Field(default=60.0, gt=0)
+    # Closed 1m candles from <symbol>@kline_1m (2 streams per symbol), repaired from REST after every gap; at start-up
+    # the repair reaches back at most INGEST_REPAIR_LOOKBACK_MINUTES. The REST weight budget stays well under
+    # Binance's 6000 per IP per minute (each klines request weighs 2), leaving room for other clients of the IP.
+    ingest_klines: bool = True
+    ingest_repair_lookback_minutes: int = Field(default=1440, ge=0, le=7 * 24 * 60)
+    ingest_repair_max_weight_per_minute: int = Field(default=1200, ge=3, le=6000)
 
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     log_format: LogFormat = LogFormat.AUTO
@@ -116,6 +142,9 @@ class Settings(BaseSettings):
     # (Flink's default is 1 s), and batches of up to 1000 rows keep throughput high under load.
     ma_engine: MaEngine = MaEngine.SQL
     kafka_group_id: str = "tickpipe-ma-job"
+    # The candle job (candles → candles_1m with indicators, signals): a Flink job of its own, with its own consumer
+    # group and savepoints, so the MA job's state and SQL stay untouched by it.
+    candle_group_id: str = "tickpipe-candle-job"
     flink_rest_url: str = "http://localhost:8081"
     job_parallelism: int = Field(default=1, ge=1, le=256)
     checkpoint_interval_seconds: float = Field(default=10.0, gt=0)
@@ -126,6 +155,9 @@ class Settings(BaseSettings):
     # window stop the run (something is wrong that a restart does not fix).
     run_max_restarts: int = Field(default=5, ge=0)
     run_restart_window_seconds: float = Field(default=300.0, gt=0)
+    # Memory limits of the local engines (tickpipe.stack.sizing): auto, small, large or a budget in MB. auto = small
+    # for `tickpipe run` with a light load (a few symbols), large for `tickpipe stack up` and heavy runs.
+    stack_memory: str = "auto"
 
     jars_dir: Path = Path(".deps/jars")
     migrations_dir: Path = Path("storage/migrations")
@@ -186,6 +218,13 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a ws:// or wss:// URL, got {value!r}")
         return value.rstrip("/")
 
+    @field_validator("binance_rest_url")
+    @classmethod
+    def _rest_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
     @field_validator("symbols", mode="before")
     @classmethod
     def _symbol_list(cls, value: Any) -> tuple[str, ...]:
@@ -193,10 +232,21 @@ class Settings(BaseSettings):
         symbols = tuple(dict.fromkeys(s.strip().lower() for s in items if s.strip()))
         if not symbols:
             raise ValueError("expected a comma-separated list of symbols, e.g. btcusdt,ethusdt")
+        if ALL_USDT in symbols:
+            if len(symbols) > 1:
+                raise ValueError(f"{ALL_USDT} stands alone (it means every USDT pair), not in a list of symbols")
+            return symbols
         bad = [s for s in symbols if not is_symbol(s)]
         if bad:
             raise ValueError(f"not a symbol: {', '.join(bad)} (expected {SYMBOL_RULE}, e.g. btcusdt)")
         return symbols
+
+    @field_validator("stack_memory")
+    @classmethod
+    def _stack_memory(cls, value: str) -> str:
+        from tickpipe.stack.sizing import check_setting  # the sizes live with the stack that uses them
+
+        return check_setting(value)
 
     @field_validator("log_level")
     @classmethod
@@ -218,6 +268,11 @@ class Settings(BaseSettings):
             elif value is not None:
                 env[name.upper()] = str(value)
         return env
+
+    @property
+    def discovers_symbols(self) -> bool:
+        """SYMBOLS=all-usdt: the symbols come from the exchange (exchangeInfo), not from this setting."""
+        return self.symbols == (ALL_USDT,)
 
     @cached_property
     def database(self) -> DatabaseAddress:

@@ -85,12 +85,14 @@ def wait_for_broker(target: str | Settings, timeout: float = 30.0, **overrides: 
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
-    """Create the tick topic and its dead-letter topic if missing (idempotent)."""
+    """Create the tick, candle and signal topics and the dead-letter topic if missing (idempotent)."""
     admin = admin_client(settings)
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [
         NewTopic(settings.kafka_topic, num_partitions=settings.kafka_topic_partitions, replication_factor=-1),
         NewTopic(settings.kafka_dlq_topic, num_partitions=1, replication_factor=-1),
+        NewTopic(settings.kafka_candles_topic, num_partitions=settings.kafka_topic_partitions, replication_factor=-1),
+        NewTopic(settings.kafka_signals_topic, num_partitions=settings.kafka_topic_partitions, replication_factor=-1),
     ]
     missing = [topic for topic in wanted if topic.topic not in existing]
     if not missing:

@@ -191,8 +191,9 @@ def _nested_deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-def parse_tick(raw: bytes | str | None) -> Tick:
-    """Parse a tick from its wire JSON; raise InvalidTick with the reason (and nothing else, whatever `raw` is)."""
+def load_record(raw: bytes | str | None, fields: tuple[str, ...]) -> dict[str, Any]:
+    """A Kafka record's JSON object with `fields` present; InvalidTick with the reason otherwise. Numbers and nesting
+    are bounded as the JVM parser bounds them."""
     if raw is None:  # a Kafka record without a value
         raise InvalidTick("not JSON: empty record")
     try:
@@ -205,9 +206,15 @@ def parse_tick(raw: bytes | str | None) -> Tick:
         raise InvalidTick("not JSON: nested too deeply")
     if not isinstance(data, dict):
         raise InvalidTick("not a JSON object")
-    missing = [name for name in TICK_FIELDS if name not in data]
+    missing = [name for name in fields if name not in data]
     if missing:
         raise InvalidTick(f"missing fields: {', '.join(missing)}")
+    return data
+
+
+def parse_tick(raw: bytes | str | None) -> Tick:
+    """Parse a tick from its wire JSON; raise InvalidTick with the reason (and nothing else, whatever `raw` is)."""
+    data = load_record(raw, TICK_FIELDS)
     try:
         event_time_ms = parse_timestamp(data["timestamp"]) if isinstance(data["timestamp"], str) else None
     except ValueError:

@@ -263,7 +263,12 @@ def test_every_pod_runs_non_root_without_capabilities(renderings: dict[str, list
                 assert pod.get("runAsNonRoot") is True, (case, where)
                 assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", (case, where)
                 if doc["kind"] != "Pod" or "helm.sh/hook" not in doc["metadata"].get("annotations", {}):
-                    assert spec.get("automountServiceAccountToken") is False or doc["kind"] == "FlinkDeployment"
+                    # The API token only where the pod calls the API: the operator's Flink pods, and ingestor
+                    # replicas electing a leader (their Role allows only their Lease).
+                    electing = any(
+                        e.get("name") == "INGEST_IDENTITY" for c in spec["containers"] for e in c.get("env", [])
+                    )
+                    assert spec.get("automountServiceAccountToken") is electing or doc["kind"] == "FlinkDeployment"
                 for container in spec["containers"]:
                     context = container.get("securityContext", {})
                     assert context.get("allowPrivilegeEscalation") is False, (case, where, container["name"])
@@ -806,7 +811,7 @@ def test_production_kafka_serves_only_a_tls_listener_with_scram_and_a_user_per_c
     assert kafka["authorization"] == {"type": "simple"}
     assert "userOperator" in find(production, "Kafka")["spec"]["entityOperator"]
     users = {d["metadata"]["labels"]["tickpipe.dev/client"]: d for d in production if d["kind"] == "KafkaUser"}
-    assert set(users) == {"ingestor", "ma-job", "tools"}
+    assert set(users) == {"ingestor", "ma-job", "candle-job", "tools"}
     for client, user in users.items():
         assert user["metadata"]["labels"]["strimzi.io/cluster"] == "prices", client
         assert user["spec"]["authentication"] == {"type": "scram-sha-512"}, client
@@ -1036,6 +1041,32 @@ def test_ingestor_is_one_pod_at_a_time(renderings: dict[str, list[dict[str, Any]
     assert statefulset["spec"]["podManagementPolicy"] == "OrderedReady"
     assert statefulset["spec"]["serviceName"] == find(renderings["ingestor:default-values.yaml"], "Service")[
         "metadata"]["name"]  # fmt: skip
+
+
+def test_ingestor_replicas_elect_a_leader_with_only_their_lease_and_spread_over_nodes(charts_copy: Path) -> None:
+    """More than one replica: a Lease leader (Role limited to the Lease, token mounted), a PodDisruptionBudget and
+    preferred anti-affinity; without leaderElection the chart refuses, since every replica would produce."""
+    assert "needs leaderElection.enabled" in render_error(charts_copy, "ingestor", replicaCount="2")
+    docs = render(charts_copy, "ingestor", replicaCount="3", **{"leaderElection.enabled": "true"})
+    statefulset, pod = find(docs, "StatefulSet"), find(docs, "StatefulSet")["spec"]["template"]["spec"]
+    assert statefulset["spec"]["replicas"] == 3 and pod["automountServiceAccountToken"] is True
+    env = find(docs, "ConfigMap", "-env")["data"]
+    assert env["INGEST_LEADER_ELECTION"] == "kubernetes" and env["INGEST_LEASE_NAME"] == "demo-ingestor"
+    fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in pod["containers"][0]["env"]}
+    assert fields == {"INGEST_IDENTITY": "metadata.name", "INGEST_LEASE_NAMESPACE": "metadata.namespace"}
+    rules = find(docs, "Role")["rules"]
+    assert {verb for rule in rules for verb in rule["verbs"]} == {"get", "update", "create"}
+    assert all(rule["resources"] == ["leases"] for rule in rules)
+    assert find(docs, "RoleBinding")["subjects"][0]["name"] == pod["serviceAccountName"]
+    assert find(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    spread = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert spread["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    egress_ports = {p["port"] for rule in find(docs, "NetworkPolicy")["spec"]["egress"] for p in rule["ports"]}
+    assert 6443 in egress_ports
+    single = render(charts_copy, "ingestor")
+    kinds = {doc["kind"] for doc in single}
+    assert not kinds & {"Role", "RoleBinding", "PodDisruptionBudget"}
+    assert find(single, "StatefulSet")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
 FILE_SETTINGS = ("KAFKA_SSL_CA_LOCATION", "KAFKA_SSL_CERTIFICATE_LOCATION", "KAFKA_SSL_KEY_LOCATION",

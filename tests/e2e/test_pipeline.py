@@ -68,7 +68,10 @@ def test_every_simulated_tick_lands_once_with_exact_averages_across_a_restart(
         DATABASE_URL=fresh_database.database_url,
         KAFKA_TOPIC=unique_topics["kafka_topic"],
         KAFKA_DLQ_TOPIC=unique_topics["kafka_dlq_topic"],
+        KAFKA_CANDLES_TOPIC=unique_topics["kafka_candles_topic"],
+        KAFKA_SIGNALS_TOPIC=unique_topics["kafka_signals_topic"],
         KAFKA_GROUP_ID=f"e2e-{uuid.uuid4().hex[:8]}",
+        CANDLE_GROUP_ID=f"e2e-candles-{uuid.uuid4().hex[:8]}",
         CHECKPOINT_INTERVAL_SECONDS="2",
     )
     env.pop("FLINK_CONF_DIR", None)

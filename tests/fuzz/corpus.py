@@ -167,7 +167,9 @@ def binance_bad(rng: random.Random, clock: _Clock) -> tuple[bytes, str]:
         return payload, "not a JSON object" if payload.startswith(b"[") else "unknown message shape"
     if case == 12:
         kind = rng.choice(["trade", "kline", "depthUpdate", 5, None, "24HRTICKER", "24hrMiniTicker"])
-        return _dumps(wrap({**event, "e": kind})), "unknown message shape"
+        # A ticker's fields under the kline event type: a kline without its candle (the ingestor reads klines too).
+        label = "kline without its candle object `k`" if kind == "kline" else "unknown message shape"
+        return _dumps(wrap({**event, "e": kind})), label
     if case == 13:
         reply = {"id": rng.randrange(100), "error": {"code": 2, "msg": rng.choice(["Invalid request", "x" * 500])}}
         return _dumps(reply), "exchange error reply"

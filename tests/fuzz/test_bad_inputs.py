@@ -165,7 +165,8 @@ def test_ten_thousand_bad_messages_through_the_ingestor_are_dead_letters_and_no_
     with FrameServer(frames(corpus)) as server, log_path.open("w") as log:
         ingestor = subprocess.Popen(
             [sys.executable, "-m", "tickpipe.cli", "ingest", "--symbols", "btcusdt"],
-            env={**ingestor_env, "BINANCE_WS_URL": f"ws://127.0.0.1:{server.port}"},
+            # A frame server, not an exchange: no REST to repair candles from.
+            env={**ingestor_env, "BINANCE_WS_URL": f"ws://127.0.0.1:{server.port}", "INGEST_KLINES": "false"},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -128,8 +128,10 @@ def start(kafka: TestStack, unique_topics: dict[str, str], tmp_path: Path) -> It
         argv = ["ingest", "--symbols", ",".join(SYMBOLS), *args]
         defaults = {
             "BINANCE_WS_URL": sim.url,
+            "BINANCE_REST_URL": sim.rest_url,  # gap repair (candles) asks the simulator, never the internet
             "KAFKA_TOPIC": settings.kafka_topic,
             "KAFKA_DLQ_TOPIC": settings.kafka_dlq_topic,
+            "KAFKA_CANDLES_TOPIC": settings.kafka_candles_topic,
             "METRICS_PORT": str(port),
             "INGEST_STALE_AFTER_SECONDS": str(STALE_AFTER),
             "INGEST_GAP_AFTER_MS": "500",
@@ -248,6 +250,7 @@ def test_an_exchange_refusing_the_connection_is_named_in_one_line_and_the_ingest
             tmp_path / "ingestor.log",
             env=kafka.env(
                 BINANCE_WS_URL=url,
+                INGEST_KLINES="false",
                 METRICS_PORT=str(port),
                 INGEST_SPILL_DIR=str(tmp_path / "spill"),
                 KAFKA_TOPIC=unique_topics["kafka_topic"],

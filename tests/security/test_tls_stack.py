@@ -203,6 +203,7 @@ def test_the_stages_run_through_tls_and_no_log_holds_a_password(tls_stack: TlsSt
             tmp_path / "ingestor.log",
             env=tls_stack.env(
                 BINANCE_WS_URL=sim.url,
+                BINANCE_REST_URL=sim.rest_url,
                 KAFKA_TOPIC=settings.kafka_topic,
                 KAFKA_DLQ_TOPIC=settings.kafka_dlq_topic,
                 METRICS_PORT=str(free_port()),

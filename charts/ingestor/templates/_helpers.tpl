@@ -128,6 +128,11 @@ KAFKA_SSL_CERTIFICATE_LOCATION: {{ printf "%s/%s" (include "ingestor.kafkaClient
 KAFKA_SSL_KEY_LOCATION: {{ printf "%s/%s" (include "ingestor.kafkaClientDir" $) .keyKey | quote }}
 {{- end }}
 {{- end }}
+{{- if .Values.leaderElection.enabled }}
+INGEST_LEADER_ELECTION: kubernetes
+INGEST_LEASE_NAME: {{ include "ingestor.fullname" . | quote }}
+INGEST_STANDBY_BUFFER_SECONDS: {{ .Values.leaderElection.standbyBufferSeconds | quote }}
+{{- end }}
 {{- if .Values.spill.enabled }}
 INGEST_SPILL_DIR: {{ .Values.spill.mountPath | quote }}
 INGEST_SPILL_MAX_BYTES: {{ include "ingestor.spillBudgetBytes" . | quote }}
@@ -156,6 +161,21 @@ INGEST_SPILL_MAX_BYTES: "0"
     secretKeyRef:
       name: {{ tpl . $ | quote }}
       key: {{ $.Values.kafkaSecurity.passwordSecret.key | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The container's env entries: the secret ones, and with leaderElection the pod's own name and namespace. */}}
+{{- define "ingestor.podEnv" -}}
+{{ include "ingestor.secretEnv" . }}
+{{- if .Values.leaderElection.enabled }}
+- name: INGEST_IDENTITY
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: INGEST_LEASE_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
 {{- end }}
 {{- end }}
 

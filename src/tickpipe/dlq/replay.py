@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from tickpipe.candle_schema import WireCandle
 from tickpipe.config import Settings
 from tickpipe.dlq.records import STALE_KINDS, DeadLetter
 from tickpipe.schema import InvalidTick, Tick, format_timestamp, parse_tick
@@ -91,6 +92,15 @@ class Outcome:
     symbols: set[str] = field(default_factory=set)
 
 
+# A candle's minute is fetched again from the exchange by the ingestor's gap repair; replaying its payload here would
+# bypass the candle job's ordering of late candles.
+CANDLE_NOT_REPLAYED = "a candle (the ingestor's gap repair fetches its minute again)"
+
+
+class NotATick(Exception):
+    """A payload that is valid but not a tick: not replayable into price_ticks, for the reason given."""
+
+
 def reparse(record: DeadLetter) -> Tick | None:
     """The record's payload through today's parser of the stage that rejected it: a tick, or None (a control
     message); InvalidTick if it is still not a tick."""
@@ -98,6 +108,8 @@ def reparse(record: DeadLetter) -> Tick | None:
         from tickpipe.ingestor.normalize import normalize
 
         item = normalize(record.raw or "")
+        if isinstance(item, WireCandle):
+            raise NotATick(CANDLE_NOT_REPLAYED)
         return item if isinstance(item, Tick) else None
     return parse_tick(record.raw)
 
@@ -115,11 +127,17 @@ def plan(records: list[DeadLetter], reason: str) -> Plan:
         if record.raw_truncated:
             result.not_replayable["payload truncated in the dead letter"] += 1
             continue
+        if record.stage == "candle-job":
+            result.not_replayable[CANDLE_NOT_REPLAYED] += 1
+            continue
         if record.stage not in {"ingestor", "ma-job"}:
             result.not_replayable[f"unknown stage {record.stage!r}"] += 1
             continue
         try:
             tick = reparse(record)
+        except NotATick as why:
+            result.not_replayable[str(why)] += 1
+            continue
         except InvalidTick as error:
             result.still_rejected[str(error).split(":", 1)[0].split(",", 1)[0]] += 1
             continue

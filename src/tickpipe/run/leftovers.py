@@ -28,7 +28,7 @@ from tickpipe.stack.process import (
 )
 
 # The order that loses nothing: the exchange first, the ingestor flushes, the job takes a savepoint.
-STAGE_ORDER = ("sim", "ingestor", "ma-job")
+STAGE_ORDER = ("sim", "ingestor", "ma-job", "candle-job")
 
 
 def marker(home: Path) -> str:

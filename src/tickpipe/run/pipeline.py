@@ -1,9 +1,10 @@
-"""The whole pipeline on one machine: local engines, schema, simulated exchange (or Binance), ingestor, MA job.
+"""The whole pipeline on one machine: local engines, schema, simulated exchange (or Binance), ingestor, MA job and
+candle job.
 
 `start()` brings it up in dependency order and fails with one message naming the stage and its log;
 `stop()` takes it down in the order that loses nothing: the simulator first (the ingestor reads to the end of
-its connections), then the ingestor (it flushes to Kafka), the MA job (stopped with a savepoint the next run
-resumes from) and the engines this run started (a stack that was already up keeps running).
+its connections), then the ingestor (it flushes to Kafka), the MA job and the candle job (each stopped with a
+savepoint the next run resumes from) and the engines this run started (a stack that was already up keeps running).
 What is running is written to `$TICKPIPE_HOME/run.json`, so `tickpipe top` in another terminal finds it.
 
 Lifetime: one run per state dir (an flock on `run.lock`; a second run refuses, naming the first). Everything the
@@ -12,7 +13,7 @@ signals its stages and engines (PR_SET_PDEATHSIG) and its watchdog (`tickpipe.ru
 The next run stops any leftovers of a run that did not stop, and says so.
 
 Supervision: `check()` (called every second by the run's loop) restarts a stage or engine process that died, with
-exponential backoff; the MA job resumes from its newest checkpoint. More than RUN_MAX_RESTARTS restarts of one
+exponential backoff; the Flink jobs resume from their newest checkpoints. More than RUN_MAX_RESTARTS restarts of one
 within RUN_RESTART_WINDOW_SECONDS stop the run with one line naming it and its log.
 """
 
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tickpipe.config import Settings, load_settings
+from tickpipe.config import ALL_USDT, Settings, load_settings
 from tickpipe.errors import StackError
 from tickpipe.kafka import ensure_topics, wait_for_broker
 from tickpipe.logs import get_logger
@@ -44,10 +45,13 @@ from tickpipe.stack.components import FlinkCluster
 from tickpipe.stack.lock import StateDirLock
 from tickpipe.stack.manager import COMPONENTS, LocalStack
 from tickpipe.stack.process import free_port, processes_with_argument, start_time, wait_until
+from tickpipe.stack.sizing import EngineSizes, describe
 
 log = get_logger(__name__)
 Progress = Callable[[str], None]
 BACKOFF_MAX_SECONDS = 30.0
+# The stages that are Flink jobs submitted to the session cluster by `tickpipe ma-job [--candles]`.
+FLINK_JOBS = ("ma-job", "candle-job")
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,12 @@ class LocalPipeline:
 
     @property
     def stack(self) -> LocalStack:
-        return LocalStack(self.home, self.settings.jars_dir.resolve(), tied_to_caller=True)
+        # STACK_MEMORY=auto sizes the engines by this run's load: Binance's ticker streams send about 1 update/s.
+        # SYMBOLS=all-usdt is hundreds of symbols, known only once the ingestor asked the exchange: no known load.
+        discovered = ALL_USDT in self.symbols
+        load = None if discovered else len(self.symbols) * (self.options.rate if self.options.source == "sim" else 1.0)
+        sizes = EngineSizes.named(self.settings.stack_memory, ticks_per_second=load)
+        return LocalStack(self.home, self.settings.jars_dir.resolve(), tied_to_caller=True, sizes=sizes)
 
     # -- start -------------------------------------------------------------------------------------------------
     def start(self, progress: Progress) -> Settings:
@@ -129,7 +138,7 @@ class LocalPipeline:
         if not self.options.external:
             stack = self.stack
             already = [row.component for row in stack.status() if row.running]
-            progress("starting the local engines (Kafka KRaft, PostgreSQL, Flink)")
+            progress(f"starting the local engines (Kafka KRaft, PostgreSQL, Flink), memory {describe(stack.sizes)}")
             exports = stack.up()
             self.engines = stack.started
             kept = sorted(set(COMPONENTS) - set(self.engines) & set(already))
@@ -172,11 +181,19 @@ class LocalPipeline:
             "ingestor",
             ["ingest", "--symbols", ",".join(self.symbols)],
             BINANCE_WS_URL=self.exchange_url,
+            # The simulator answers REST on its WebSocket port (gap repair); live, the setting's own URL.
+            BINANCE_REST_URL=(
+                "http" + self.exchange_url.removeprefix("ws")
+                if self.options.source == "sim"
+                else self.settings.binance_rest_url
+            ),
             METRICS_PORT=str(ingest_port),
         )
         self.metrics_urls["ingestor"] = f"http://127.0.0.1:{ingest_port}"
         progress("starting the MA job on Flink (resuming from the last checkpoint if there is one)")
         self._stage("ma-job", ["ma-job", "--resume-if-possible"], stop_signal=signal.SIGINT)
+        progress("starting the candle job on Flink (candles → candles_1m with indicators, signals)")
+        self._stage("candle-job", ["ma-job", "--candles", "--resume-if-possible"], stop_signal=signal.SIGINT)
         ingestor.check_alive()
         self._write_state()
         return self.settings
@@ -298,8 +315,8 @@ class LocalPipeline:
         log.warning("stage_died", stage=name, exit_code=code, restart_in_s=delay, log=str(log_path))
 
     def _ready_to_restart(self, name: str) -> bool:
-        """The MA job is submitted to Flink: wait (without counting a failure) until Flink answers again."""
-        if name != "ma-job" or "flink" not in self.engines:
+        """The Flink jobs are submitted to Flink: wait (without counting a failure) until Flink answers again."""
+        if name not in FLINK_JOBS or "flink" not in self.engines:
             return True
         try:
             FlinkCluster(self.home / "flink", self.home / "logs", self.stack.ports("flink")).check_ready()
@@ -318,11 +335,13 @@ class LocalPipeline:
         else:
             component = next(c for c in self.engines if name in self.stack.pids((c,)))
             pid = self.stack.restart_process(component, name)
-            if name == "flink-jobmanager" and "ma-job" in self.stages:
-                # A session cluster without HA forgets its jobs with its JobManager: submit the job again, from
+            for job_stage in FLINK_JOBS if name == "flink-jobmanager" else ():
+                if job_stage not in self.stages:
+                    continue
+                # A session cluster without HA forgets its jobs with its JobManager: submit each job again, from
                 # its newest checkpoint, once Flink answers.
-                self.stages["ma-job"].kill_group()
-                job = self.supervised.setdefault("ma-job", Supervised())
+                self.stages[job_stage].kill_group()
+                job = self.supervised.setdefault(job_stage, Supervised())
                 job.restart_at, job.exit_code = time.monotonic(), None
         log.warning("stage_restarted", stage=name, restarts=item.restarts, pid=pid, previous_exit_code=item.exit_code)
         self._write_state()
@@ -351,7 +370,7 @@ class LocalPipeline:
         # local run loses nothing at shutdown. Then the ingestor, which flushes to Kafka; then the job (stopped
         # with a savepoint, the next run resumes from it); then the engines. Live Binance cannot be stopped:
         # there the ingestor goes first and what was in flight on the socket is not read.
-        for name in ("sim", "ingestor", "ma-job"):
+        for name in ("sim", "ingestor", *FLINK_JOBS):
             stage = self.stages.get(name)
             if stage and stage.exit_code() is None:
                 progress(f"stopping {name}")

@@ -112,14 +112,19 @@ class CandleBook:
         self.current = self.current.with_trade(price, quantity, trade_id)
         return closed
 
-    def _close_until(self, minute: int) -> list[Candle]:
-        closed: list[Candle] = []
+    def _due(self, minute: int) -> list[Candle]:
+        """The candles over by `minute`: the open one and a flat one for each later minute without trades."""
+        due: list[Candle] = []
         candle = self.current
         while candle is not None and candle.open_time_ms < minute:
-            closed.append(candle)
+            due.append(candle)
             nxt = candle.open_time_ms + MINUTE_MS
             flat = candle.close
             candle = Candle(self.symbol, nxt, flat, flat, flat, flat) if nxt < minute else None
+        return due
+
+    def _close_until(self, minute: int) -> list[Candle]:
+        closed = self._due(minute)
         self.closed.extend(closed)
         if closed:
             self.current = None
@@ -127,9 +132,10 @@ class CandleBook:
 
     def klines(self, start_ms: int | None, end_ms: int | None, limit: int, now_ms: int) -> list[Candle]:
         """What `GET /api/v3/klines` answers: candles whose open time is in [start, end], the open one included,
-        the oldest `limit` of them from `start`, or the newest `limit` without one."""
-        self._close_until(now_ms - now_ms % MINUTE_MS)
-        candles = [*self.closed, *([self.current] if self.current else [])]
+        the oldest `limit` of them from `start`, or the newest `limit` without one. Reading changes nothing: the
+        candles a minute closed are still streamed (closed) with the next trade, as the exchange streams every one."""
+        due = self._due(now_ms - now_ms % MINUTE_MS)
+        candles = [*self.closed, *due, *([self.current] if self.current and not due else [])]
         selected = [
             c
             for c in candles

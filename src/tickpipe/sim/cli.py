@@ -14,10 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from tickpipe.config import Settings
+from tickpipe.config import ALL_USDT, DEFAULT_SYMBOLS, Settings
 from tickpipe.sim.coingecko import CoinGeckoOptions, CoinGeckoSim
 from tickpipe.sim.server import SimExchange, SimOptions
 from tickpipe.sim.yahoo import YahooOptions, YahooSim
+
+ALL_USDT_SIM_SYMBOLS = 595  # with the 5 defaults 600 pairs: several hundred, as Binance lists in USDT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,9 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def symbols_from(args: argparse.Namespace, settings: Settings) -> list[str]:
     if args.symbol_count:
         return [f"SYM{i:04d}USDT" for i in range(args.symbol_count)]
-    if args.symbols:
-        return [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-    return [s.upper() for s in settings.symbols]
+    named = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else list(settings.symbols)
+    if [s.lower() for s in named] == [ALL_USDT]:  # an ingestor that discovers its symbols: an exchange's worth
+        return [s.upper() for s in DEFAULT_SYMBOLS] + [f"SYM{i:04d}USDT" for i in range(ALL_USDT_SIM_SYMBOLS)]
+    return [s.upper() for s in named]
 
 
 class _AsyncService(Protocol):

@@ -2,7 +2,7 @@
 
     GET /api/v3/ping                                  {}
     GET /api/v3/time                                  {"serverTime": ms}
-    GET /api/v3/exchangeInfo                          symbols with status, base and quote asset (weight 20)
+    GET /api/v3/exchangeInfo[?symbolStatus=]          symbols with status, base and quote asset (weight 20)
     GET /api/v3/klines?symbol=&interval=1m&startTime=&endTime=&limit=   candles as arrays (weight 2)
 
 Binance counts request weight per IP per minute (6000) and says so in `X-MBX-USED-WEIGHT-1M` on every answer;
@@ -46,6 +46,7 @@ class RestApi:
     now_ms: Callable[[], int]
     statuses: Mapping[str, str]  # symbol → TRADING or BREAK (delisted)
     weight_limit: int = WEIGHT_LIMIT_PER_MINUTE
+    clock_speed: float = 1.0  # the exchange's minutes pass this much faster: Retry-After is in real seconds
     calls: dict[str, int] = field(default_factory=dict)  # path → requests served (tests count them)
     _window: int = -1
     _used: int = 0
@@ -59,7 +60,7 @@ class RestApi:
             return _error(404, -1000, f"unknown path {parts.path}")
         now = self.now_ms()
         if now < self._banned_until_ms:
-            return self._limited(418, (self._banned_until_ms - now) // 1000 + 1)
+            return self._limited(418, self._real_seconds(self._banned_until_ms - now))
         window = now // MINUTE_MS
         if window != self._window:
             self._window, self._used, self._refused = window, 0, 0
@@ -67,14 +68,18 @@ class RestApi:
             self._refused += 1
             if self._refused > BAN_AFTER_429S:
                 self._banned_until_ms = now + BAN_SECONDS * 1000
-                return self._limited(418, BAN_SECONDS)
-            return self._limited(429, (MINUTE_MS - now % MINUTE_MS) // 1000 + 1)
+                return self._limited(418, self._real_seconds(BAN_SECONDS * 1000))
+            return self._limited(429, self._real_seconds(MINUTE_MS - now % MINUTE_MS))
         self._used += weight
         self.calls[parts.path] = self.calls.get(parts.path, 0) + 1
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         answer = self._route(parts.path, query, now)
         answer.headers["X-MBX-USED-WEIGHT-1M"] = str(self._used)
         return answer
+
+    def _real_seconds(self, exchange_ms: int) -> int:
+        """Whole real seconds (rounded up) until `exchange_ms` of the exchange's clock have passed."""
+        return max(1, int(-(-exchange_ms // (1000 * self.clock_speed))))
 
     def _limited(self, status: int, retry_after_s: int) -> Answer:
         msg = "Way too much request weight used; IP banned" if status == 418 else "Too much request weight used"
@@ -88,12 +93,14 @@ class RestApi:
         if path == "/api/v3/time":
             return Answer(200, {"serverTime": now})
         if path == "/api/v3/exchangeInfo":
-            return Answer(200, self._exchange_info(now))
+            return Answer(200, self._exchange_info(now, query.get("symbolStatus")))
         return self._klines(query, now)
 
-    def _exchange_info(self, now: int) -> dict[str, Any]:
+    def _exchange_info(self, now: int, status: str | None = None) -> dict[str, Any]:
         symbols = []
         for symbol in self.books:
+            if status is not None and self.statuses.get(symbol, "TRADING") != status:
+                continue  # symbolStatus=: only the symbols with that status, as Binance filters
             quote = next((q for q in ("USDT", "USDC", "BTC", "ETH", "BNB") if symbol.endswith(q)), symbol[-4:])
             symbols.append(
                 {

@@ -4,7 +4,10 @@
     /stream?streams=<a>/<b>         combined: each event wrapped as {"stream": ..., "data": ...}
     streams <symbol>@ticker (24hrTicker, every update) and <symbol>@kline_1m (the open candle every ~2 s, the
     closed one when its minute ends); REST /api/v3/... on the same port (sim/rest.py: klines, exchangeInfo)
-    SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS on either, at most 5 incoming messages/s (else disconnect)
+    SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY / GET_PROPERTY ("combined") on either, answered
+    {"result": ..., "id": n} or {"error": {"code", "msg"}, "id": n} with Binance's documented texts; at most 5
+    incoming messages per second per connection, else disconnected (Binance counts pings and pongs too; the
+    simulator counts requests only: websockets answers control frames before they reach it)
 
 The server pings every `ping_interval` s and drops a client that has not answered within `ping_timeout` s;
 it closes every connection after `connection_lifetime` s (Binance: 24 h), optionally announcing it with a
@@ -82,13 +85,50 @@ class Client:
     incoming: list[float] = field(default_factory=list)
 
 
+METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
+
+
+def _valid_id(value: object) -> bool:
+    """Binance accepts a 64-bit signed integer, an alphanumeric string of at most 36 characters, or null."""
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, str) and len(value) <= 36 and value.isascii() and value.isalnum()
+
+
+def _invalid(request: object) -> str | None:
+    """What is wrong with a live request, in the words of Binance's documented errors; None if nothing."""
+    if not isinstance(request, dict):
+        return "expected a JSON object"
+    method, params = request.get("method"), request.get("params", [])
+    checks = (
+        ("method" not in request, "missing field `method`"),
+        (method not in METHODS, f"unknown variant `{method}`, expected one of {', '.join(f'`{m}`' for m in METHODS)}"),
+        # Binance's text, although it takes strings and null too:
+        ("id" not in request or not _valid_id(request.get("id")), "request ID must be an unsigned integer"),
+        (not isinstance(params, list), "params must be an array"),
+        (
+            method in ("SUBSCRIBE", "UNSUBSCRIBE")
+            and isinstance(params, list)
+            and not all(isinstance(p, str) for p in params),
+            "stream names must be strings",
+        ),
+    )
+    return next((problem for failed, problem in checks if failed), None)
+
+
 class SimExchange:
     def __init__(self, options: SimOptions) -> None:
         self.options = options
         self.market = Market(options.symbols, seed=options.seed)
         self.books = {symbol: CandleBook(symbol) for symbol in self.market.states}
         self.statuses = dict.fromkeys(self.market.states, "TRADING")
-        self.rest = RestApi(self.books, self.now_ms, self.statuses, options.rest_weight_limit)
+        self.rest = RestApi(
+            self.books, self.now_ms, self.statuses, options.rest_weight_limit, clock_speed=options.clock_speed
+        )
         self._origin = (time.time_ns() // 1_000_000, time.monotonic())
         self._kline_pushed_at: dict[str, float] = {}
         self.clients: set[Client] = set()
@@ -229,31 +269,42 @@ class SimExchange:
             return
         try:
             request = json.loads(message)
-            method, params, request_id = request["method"], request.get("params", []), request["id"]
-        except (ValueError, KeyError, TypeError):
-            await client.connection.send(json.dumps({"error": {"code": 2, "msg": "Invalid request"}}))
+        except ValueError as error:
+            await self._refuse(client, None, 3, f"Invalid JSON: {error}")
             return
+        problem = _invalid(request)
+        request_id = request.get("id") if isinstance(request, dict) else None
+        if problem:
+            await self._refuse(client, request_id if _valid_id(request_id) else None, 2, f"Invalid request: {problem}")
+            return
+        method, params = request["method"], request.get("params", [])
+        result: Any = None
         if method == "SUBSCRIBE":
             if len(client.streams | set(params)) > MAX_STREAMS:
-                await client.connection.send(
-                    json.dumps({"error": {"code": 2, "msg": "too many streams"}, "id": request_id})
-                )
+                await self._refuse(client, request_id, 2, f"Invalid request: too many streams (at most {MAX_STREAMS})")
                 return
             self._subscribe(client, params)
-            result: Any = None
         elif method == "UNSUBSCRIBE":
             for stream in params:
                 client.streams.discard(stream)
                 self.by_stream[stream].discard(client)
-            result = None
         elif method == "LIST_SUBSCRIPTIONS":
             result = sorted(client.streams)
-        else:
-            await client.connection.send(
-                json.dumps({"error": {"code": 2, "msg": f"unknown method {method}"}, "id": request_id})
-            )
+        elif params[:1] != ["combined"]:  # SET_PROPERTY / GET_PROPERTY: `combined` is the only property
+            await self._refuse(client, request_id, 0, "Unknown property")
             return
+        elif method == "GET_PROPERTY":
+            result = client.combined
+        elif len(params) != 2 or not isinstance(params[1], bool):
+            await self._refuse(client, request_id, 1, "Invalid value type: expected Boolean")
+            return
+        else:
+            client.combined = params[1]
         await client.connection.send(json.dumps({"result": result, "id": request_id}))
+
+    async def _refuse(self, client: Client, request_id: object, code: int, msg: str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await client.connection.send(json.dumps({"error": {"code": code, "msg": msg}, "id": request_id}))
 
     async def _lifetime(self, client: Client) -> None:
         lifetime = self.options.connection_lifetime or 0.0

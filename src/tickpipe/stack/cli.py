@@ -14,6 +14,8 @@ from tickpipe.config import Settings, state_dir
 from tickpipe.errors import CommandError
 from tickpipe.stack.lock import holder
 from tickpipe.stack.manager import COMPONENTS, LocalStack
+from tickpipe.stack.memory import measure, megabytes, run_processes
+from tickpipe.stack.sizing import EngineSizes, describe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    stack = LocalStack(state_dir(), settings.jars_dir.resolve(), tls=True if args.tls else None)
+    # STACK_MEMORY=auto is `large` here: an engine started by `stack up` does not know the load it will carry.
+    sizes = EngineSizes.named(settings.stack_memory)
+    stack = LocalStack(state_dir(), settings.jars_dir.resolve(), tls=True if args.tls else None, sizes=sizes)
     running = holder(stack.home)
     if running and args.action != "status":
         raise CommandError(
@@ -58,7 +62,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     rows = stack.status()
     if running:
         print(f"owned by tickpipe run ({running.describe()})")
+    report = measure(run_processes(stack.home, stack.running()))
+    memory = {item.name: item for item in report.items}
     for row in rows:
         state = f"running (pid {row.pid})" if row.running else "stopped"
-        print(f"{row.process:<18} {state:<22} log: {row.log}")
+        size = megabytes(memory[row.process].pss) if row.running and row.process in memory else ""
+        print(f"{row.process:<18} {state:<22} {size:>9}  log: {row.log}")
+    engines = {row.process for row in rows}
+    for item in report.items:
+        if item.name not in engines:  # the stages of a run
+            print(f"{item.name:<18} {'running (pid ' + str(item.pid) + ')':<22} {megabytes(item.pss):>9}")
+    if report.items:
+        print(f"memory (PSS) of {report.processes} processes: {megabytes(report.total)}")
+    running_engines = {row.component for row in rows if row.running}
+    for label in sorted({label for name in running_engines if (label := stack.memory(name))}):
+        print(f"memory limits (STACK_MEMORY) {describe(EngineSizes.named(label))}")
     return 0 if rows and all(row.running for row in rows) else 3

@@ -24,6 +24,7 @@ from tickpipe.db import wait_for_database
 from tickpipe.errors import DatabaseNotReady, KafkaNotReady, StackError
 from tickpipe.kafka import wait_for_broker
 from tickpipe.stack.process import RunAs, tail, wait_until
+from tickpipe.stack.sizing import LARGE, EngineSizes
 from tickpipe.stack.tls import (
     BROKER_USER,
     CLIENT_USER,
@@ -42,8 +43,9 @@ class Component(ABC):
     fixed_ports: ClassVar[dict[str, int]]
     run_as: RunAs | None = None
 
-    def __init__(self, home: Path, log_dir: Path, ports: dict[str, int]) -> None:
+    def __init__(self, home: Path, log_dir: Path, ports: dict[str, int], *, sizes: EngineSizes | None = None) -> None:
         self.home, self.log_dir, self.ports = home, log_dir, ports
+        self.sizes = sizes or EngineSizes.named(LARGE)  # memory limits (tickpipe.stack.sizing)
 
     @property
     def log_path(self) -> Path:
@@ -86,53 +88,93 @@ def java() -> str:
 
 
 class KafkaBroker(Component):
-    """A single Kafka 4 node in KRaft combined mode (broker + controller); no ZooKeeper."""
+    """Kafka 4 in KRaft combined mode (each node broker + controller; no ZooKeeper): one node, or `nodes` of them
+    (STACK_KAFKA_NODES=3) with replication factor 3 and min.insync.replicas 2, so that losing one loses nothing."""
 
     name = "kafka"
-    port_roles = ("broker", "controller")
-    fixed_ports: ClassVar[dict[str, int]] = {"broker": 9092, "controller": 9093}
+    port_roles: tuple[str, ...] = ("broker", "controller")
+    # --fixed-ports: node 1 on 9092/9093, the next ones on 9094/9095, 9096/9097, ...
+    fixed_ports: ClassVar[dict[str, int]] = {
+        "broker": 9092,
+        "controller": 9093,
+        **{f"{role}-{i}": 9090 + 2 * i + k for i in range(2, 6) for k, role in enumerate(("broker", "controller"))},
+    }
 
-    def __init__(self, home: Path, log_dir: Path, ports: dict[str, int], jars: Path, *, tls: bool = False) -> None:
-        super().__init__(home, log_dir, ports)
-        self.jars, self.tls = jars, tls
+    def __init__(
+        self,
+        home: Path,
+        log_dir: Path,
+        ports: dict[str, int],
+        jars: Path,
+        *,
+        tls: bool = False,
+        sizes: EngineSizes | None = None,
+        nodes: int = 1,
+    ) -> None:
+        super().__init__(home, log_dir, ports, sizes=sizes)
+        self.jars, self.tls, self.nodes = jars, tls, nodes
+        if nodes > 1 and tls:
+            raise StackError("kafka: the TLS stack runs one node (STACK_KAFKA_NODES=1)")
+        extra = range(2, nodes + 1)
+        self.port_roles = ("broker", "controller", *(f"{role}-{i}" for i in extra for role in ("broker", "controller")))
+
+    def _role(self, role: str, node: int) -> str:
+        return role if node == 1 else f"{role}-{node}"
+
+    def _node_home(self, node: int) -> Path:
+        return self.home if node == 1 else self.home / f"node-{node}"
+
+    def _process(self, node: int) -> str:
+        return self._role("kafka", node)
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.ports['broker']}"
+        return ",".join(f"127.0.0.1:{self.ports[self._role('broker', n)]}" for n in range(1, self.nodes + 1))
 
     def prepare(self) -> None:
         if not any(self.jars.glob("kafka_2.13-*.jar")):
             raise StackError(f"kafka: broker jars missing in {self.jars}; run `make setup`")
-        data = self.home / "data"
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        for node in range(1, self.nodes + 1):
+            self._prepare_node(node, cluster_id)
+
+    def _prepare_node(self, node: int, cluster_id: str) -> None:
+        home = self._node_home(node)
+        data = home / "data"
         data.mkdir(parents=True, exist_ok=True)
-        broker, controller = self.ports["broker"], self.ports["controller"]
+        broker, controller = self.ports[self._role("broker", node)], self.ports[self._role("controller", node)]
+        voters = ",".join(f"{n}@127.0.0.1:{self.ports[self._role('controller', n)]}" for n in range(1, self.nodes + 1))
+        # Replicas: one per node up to 3; with 3, a write needs 2 (acks=all), so one node can be lost.
+        replicas, min_isr = str(min(self.nodes, 3)), "2" if self.nodes >= 3 else "1"
         settings = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{controller}",
+            "node.id": str(node),
+            "controller.quorum.voters": voters,
             "listeners": f"PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{broker}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(data),
-            # One node: every internal topic has exactly one replica.
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": replicas,
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "group.initial.rebalance.delay.ms": "0",
             # Topics are created on purpose (tickpipe.kafka.ensure_topics), never by a typo.
             "auto.create.topics.enable": "false",
             "num.partitions": "6",
+            **self.sizes.kafka_settings(),
         }
         if self.tls:  # SASL_SSL for clients, mutual TLS for the controller (tickpipe.stack.tls)
             certs = local_certificates(self.home.parent / "tls")
             settings.update(broker_settings(broker, controller, certs, self._scram()[BROKER_USER]))
         # Holds the broker's SCRAM password in TLS mode: readable by the owner only.
-        (self.home / "server.properties").touch(mode=0o600)
-        (self.home / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+        (home / "server.properties").touch(mode=0o600)
+        (home / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
         (self.home / "log4j2.properties").write_text(
             "rootLogger.level = INFO\nrootLogger.appenderRef.stdout.ref = STDOUT\n"
             "appender.stdout.type = Console\nappender.stdout.name = STDOUT\n"
@@ -143,13 +185,12 @@ class KafkaBroker(Component):
         )
         scram_marker = data / ".scram-users"
         if not (data / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             self._run_java(
                 "kafka.tools.StorageTool",
                 "format",
                 f"--cluster-id={cluster_id}",  # "=": an id may start with "-"
                 "-c",
-                str(self.home / "server.properties"),
+                str(home / "server.properties"),
                 *(scram_format_args(self._scram()) if self.tls else []),
             )
             if self.tls:
@@ -184,24 +225,28 @@ class KafkaBroker(Component):
 
     def commands(self) -> dict[str, list[str]]:
         return {
-            "kafka": [
+            self._process(node): [
                 java(),
-                "-Xms256m",
-                "-Xmx1g",
-                "-XX:+UseG1GC",
+                *self.sizes.kafka_jvm_options(),
                 f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
                 "-cp",
                 f"{self.jars}/*",
                 "kafka.Kafka",
-                str(self.home / "server.properties"),
+                str(self._node_home(node) / "server.properties"),
             ]
+            for node in range(1, self.nodes + 1)
         }
+
+    def process_env(self) -> dict[str, str]:
+        return {**os.environ, **self.sizes.jvm_env()}
 
     def check_ready(self) -> None:
         try:
-            wait_for_broker(self.bootstrap, timeout=2.0, **self.client_security())
+            brokers = wait_for_broker(self.bootstrap, timeout=2.0, **self.client_security())
         except KafkaNotReady as error:
             raise self.not_ready(str(error)) from None
+        if brokers < self.nodes:
+            raise self.not_ready(f"{brokers} of {self.nodes} brokers registered")
 
     def exports(self) -> dict[str, str]:
         exports = {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
@@ -239,8 +284,10 @@ class Postgres(Component):
     owner = "tickpipe"
     database = "tickpipe"
 
-    def __init__(self, home: Path, log_dir: Path, ports: dict[str, int], *, tls: bool = False) -> None:
-        super().__init__(home, log_dir, ports)
+    def __init__(
+        self, home: Path, log_dir: Path, ports: dict[str, int], *, tls: bool = False, sizes: EngineSizes | None = None
+    ) -> None:
+        super().__init__(home, log_dir, ports, sizes=sizes)
         self.run_as = _unprivileged_account() if os.geteuid() == 0 else None
         self.secrets_file = home / "secrets.json"
         self.tls = tls
@@ -359,10 +406,7 @@ class Postgres(Component):
                 f"tickpipe.state_dir={self.home.parent}",
                 "-c",
                 "listen_addresses=127.0.0.1",
-                "-c",
-                "max_connections=200",
-                "-c",
-                "shared_buffers=256MB",
+                *self.sizes.postgres_options(),
                 "-c",
                 "logging_collector=off",
                 *(
@@ -463,12 +507,30 @@ def _java17_module_flags() -> str:
 
 
 class FlinkCluster(Component):
-    """A Flink session cluster (one JobManager, one TaskManager) from the PyFlink distribution."""
+    """A Flink session cluster from the PyFlink distribution: one JobManager and one TaskManager with 4 slots, or
+    `taskmanagers` TaskManagers with 2 slots each (a job spread over processes, one of which can be lost)."""
 
     name = "flink"
     port_roles = ("rest", "rpc", "metrics")
     fixed_ports: ClassVar[dict[str, int]] = {"rest": 8081, "rpc": 6123, "metrics": 9249}
-    taskmanager_slots = 4
+
+    def __init__(
+        self,
+        home: Path,
+        log_dir: Path,
+        ports: dict[str, int],
+        *,
+        sizes: EngineSizes | None = None,
+        taskmanagers: int = 1,
+    ) -> None:
+        super().__init__(home, log_dir, ports, sizes=sizes)
+        self.taskmanagers = taskmanagers
+        self.taskmanager_slots = 4 if taskmanagers == 1 else 2
+
+    @property
+    def taskmanager_processes(self) -> list[str]:
+        """The TaskManagers' process names: `flink-taskmanager`, then `flink-taskmanager-2`, ..."""
+        return ["flink-taskmanager", *(f"flink-taskmanager-{i}" for i in range(2, self.taskmanagers + 1))]
 
     @property
     def conf_dir(self) -> Path:
@@ -507,21 +569,21 @@ class FlinkCluster(Component):
             "taskmanager.bind-host": "127.0.0.1",
             "taskmanager.host": "127.0.0.1",
             "taskmanager.numberOfTaskSlots": self.taskmanager_slots,
-            "jobmanager.memory.process.size": "1024m",
-            "taskmanager.memory.process.size": "2560m",
-            "taskmanager.memory.managed.fraction": 0.2,
+            **self.sizes.flink_settings(),
             "parallelism.default": 1,
             "state.checkpoints.dir": f"file://{checkpoints}",
             "state.savepoints.dir": f"file://{self.home / 'savepoints'}",
             "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
             "metrics.reporter.prom.factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
-            # JobManager and TaskManager each take one port of this two-port range.
-            "metrics.reporter.prom.port": f"{self.ports['metrics']}-{self.ports['metrics'] + 1}",
+            # JobManager and each TaskManager take one port of this range (the first free one).
+            "metrics.reporter.prom.port": f"{self.ports['metrics']}-{self.ports['metrics'] + self.taskmanagers}",
             # Python UDF workers run in the same virtualenv as the CLI that started the stack.
             "python.executable": sys.executable,
             # UTC everywhere: the JDBC driver binds TIMESTAMP values in the JVM zone, and event times are UTC.
             # Plus the distribution's Java 17 module flags, which this key would otherwise replace.
-            "env.java.opts.all": f"{_java17_module_flags()} -XX:+UseG1GC -Duser.timezone=UTC".strip(),
+            "env.java.opts.all": " ".join(
+                filter(None, (_java17_module_flags(), self.sizes.flink_jvm_options(), "-Duser.timezone=UTC"))
+            ),
         }
         (self.conf_dir / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in config.items()))
 
@@ -533,15 +595,17 @@ class FlinkCluster(Component):
             FLINK_LIB_DIR=str(self.lib_dir),
             FLINK_LOG_DIR=str(self.home / "log"),
             FLINK_PID_DIR=str(self.home),
+            **self.sizes.jvm_env(),
         )
         env.setdefault("JAVA_HOME", str(Path(java()).resolve().parent.parent))
         return env
 
     def commands(self) -> dict[str, list[str]]:
         bin_dir = flink_home() / "bin"
+        taskmanager = ["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"]
         return {
             "flink-jobmanager": ["bash", str(bin_dir / "jobmanager.sh"), "start-foreground"],
-            "flink-taskmanager": ["bash", str(bin_dir / "taskmanager.sh"), "start-foreground"],
+            **{process: taskmanager for process in self.taskmanager_processes},
         }
 
     def check_ready(self) -> None:
@@ -550,8 +614,9 @@ class FlinkCluster(Component):
                 overview = json.load(response)
         except OSError as error:
             raise self.not_ready(f"REST API at {self.rest_url} not answering ({error})") from None
-        if overview.get("taskmanagers", 0) < 1:
-            raise self.not_ready("no TaskManager registered yet")
+        registered = overview.get("taskmanagers", 0)
+        if registered < self.taskmanagers:
+            raise self.not_ready(f"{registered} of {self.taskmanagers} TaskManagers registered")
 
     def exports(self) -> dict[str, str]:
         return {"FLINK_REST_URL": self.rest_url, "FLINK_CONF_DIR": str(self.conf_dir)}

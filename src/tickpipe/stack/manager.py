@@ -28,6 +28,7 @@ from tickpipe.stack.process import (
     start_time,
     stop_pid,
 )
+from tickpipe.stack.sizing import AUTO, EngineSizes
 
 COMPONENTS = ("kafka", "postgres", "flink")
 # How each engine wants to be stopped: Kafka and Flink shut down cleanly on SIGTERM; PostgreSQL's "fast"
@@ -49,11 +50,33 @@ class LocalStack:
     its stop signal when the calling process dies, however it dies; `started` lists the engines this object
     started, so a run stops only those and leaves a stack that `tickpipe stack up` brought up running."""
 
-    def __init__(self, home: Path, jars_dir: Path, *, tied_to_caller: bool = False, tls: bool | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        jars_dir: Path,
+        *,
+        tied_to_caller: bool = False,
+        tls: bool | None = None,
+        sizes: EngineSizes | None = None,
+        flink_taskmanagers: int | None = None,
+        kafka_nodes: int | None = None,
+    ) -> None:
         self.home, self.jars_dir, self.tied_to_caller = home, jars_dir, tied_to_caller
+        # The memory limits of the engines this object starts (tickpipe.stack.sizing): given, or STACK_MEMORY, where
+        # `auto` is `large` (the load is not known here). An engine that runs keeps the ones it was started with,
+        # recorded in stack.json, also when one of its processes is restarted.
+        try:
+            self.sizes = sizes or EngineSizes.named(os.environ.get("STACK_MEMORY", AUTO))
+        except ValueError as error:
+            raise StackError(f"invalid STACK_MEMORY: {error}") from None
         # TLS + SCRAM engines (tickpipe.stack.tls): asked for here or by TICKPIPE_STACK_TLS=1, then kept in
         # stack.json, because a state dir's broker storage and certificates are made for one mode.
         self.tls_requested = tls if tls is not None else os.environ.get("TICKPIPE_STACK_TLS") == "1"
+        # Flink TaskManagers (STACK_FLINK_TASKMANAGERS): one with 4 slots, or several with 2 slots each, so that a
+        # job at parallelism > 1 spans processes and losing one TaskManager can be tried locally.
+        self.flink_taskmanagers = flink_taskmanagers or _count_setting("STACK_FLINK_TASKMANAGERS", 8)
+        # Kafka nodes (STACK_KAFKA_NODES): 1, or 3 with replication factor 3 and min.insync.replicas 2.
+        self.kafka_nodes = kafka_nodes or _count_setting("STACK_KAFKA_NODES", 5)
         self.state_file, self.env_file, self.log_dir = home / "stack.json", home / "stack.env", home / "logs"
         self.started: list[str] = []
 
@@ -82,14 +105,24 @@ class LocalStack:
     def tls(self) -> bool:
         return self.tls_requested or bool(self._load().get("tls"))
 
-    def _component(self, name: str, ports: dict[str, int]) -> Component:
+    def _component(self, name: str, ports: dict[str, int], memory: str | None = None) -> Component:
         home, logs = self.home / name, self.log_dir
+        sizes = EngineSizes.named(memory) if memory else self.sizes
+        recorded = (self._load()["components"].get(name) or {}).get("taskmanagers" if name == "flink" else "nodes")
         if name == "kafka":
-            return KafkaBroker(home, logs, ports, self.jars_dir / "kafka-broker", tls=self.tls)
+            return KafkaBroker(
+                home,
+                logs,
+                ports,
+                self.jars_dir / "kafka-broker",
+                tls=self.tls,
+                sizes=sizes,
+                nodes=int(recorded or self.kafka_nodes),
+            )
         if name == "postgres":
-            return Postgres(home, logs, ports, tls=self.tls)
+            return Postgres(home, logs, ports, tls=self.tls, sizes=sizes)
         if name == "flink":
-            return FlinkCluster(home, logs, ports)
+            return FlinkCluster(home, logs, ports, sizes=sizes, taskmanagers=int(recorded or self.flink_taskmanagers))
         raise StackError(f"unknown stack component {name!r} (expected one of {', '.join(COMPONENTS)})")
 
     def _choose_ports(self, name: str, previous: dict[str, int], fixed: bool) -> dict[str, int]:
@@ -144,7 +177,14 @@ class LocalStack:
                 pids = {
                     process: self._spawn(component, process, argv) for process, argv in component.commands().items()
                 }
-                state["components"][name] = {"ports": ports, "pids": pids, "started": self._started_times(pids)}
+                state["components"][name] = {
+                    "ports": ports,
+                    "pids": pids,
+                    "started": self._started_times(pids),
+                    "memory": self.sizes.label,
+                    **({"taskmanagers": self.flink_taskmanagers} if name == "flink" else {}),
+                    **({"nodes": self.kafka_nodes} if name == "kafka" else {}),
+                }
                 self._save(state)
                 started.append(name)
                 components.append(component)
@@ -203,7 +243,7 @@ class LocalStack:
         caller's to wait for)."""
         state = self._load()
         entry = state["components"][name]
-        component = self._component(name, {k: int(v) for k, v in entry["ports"].items()})
+        component = self._component(name, {k: int(v) for k, v in entry["ports"].items()}, entry.get("memory"))
         pid = self._spawn(component, process, component.commands()[process])
         entry["pids"][process] = pid
         entry.setdefault("started", {})[process] = start_time(pid)
@@ -273,14 +313,32 @@ class LocalStack:
                 rows.append(ProcessStatus(name, process, pid, running, self.log_dir / f"{process}.log"))
         return rows
 
+    def memory(self, name: str) -> str | None:
+        """The STACK_MEMORY sizes an engine was started with (tickpipe.stack.sizing); None if never started."""
+        memory = (self._load()["components"].get(name) or {}).get("memory")
+        return str(memory) if memory else None
+
     def ports(self, name: str) -> dict[str, int]:
         return {k: int(v) for k, v in self._load()["components"].get(name, {}).get("ports", {}).items()}
+
+    def kill_process(self, name: str, process: str) -> None:
+        """Hard-kill one process of a component, e.g. one Flink TaskManager (tests: losing a node)."""
+        pid = self._load()["components"][name]["pids"][process]
+        if pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
 
     def kill(self, name: str) -> None:
         """Hard-kill a component's processes (tests use it to simulate a crash)."""
         for pid in self._load()["components"].get(name, {}).get("pids", {}).values():
             if pid_alive(pid):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def _count_setting(name: str, most: int) -> int:
+    value = os.environ.get(name, "1").strip()
+    if not value.isdigit() or not 1 <= int(value) <= most:
+        raise StackError(f"invalid {name}: expected 1 to {most}, got {value!r}")
+    return int(value)
 
 
 def _free_port_pair() -> int:

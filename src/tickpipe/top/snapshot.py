@@ -14,6 +14,8 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from tickpipe.config import Settings
 from tickpipe.kafka import consumer_config
+from tickpipe.stack.manager import LocalStack
+from tickpipe.stack.memory import MemoryReport, measure, run_processes
 
 # Newest two rows per symbol (the pair tells whether MA(5) just crossed MA(20)) and the tick rate over the last
 # 10 s. The symbol list comes from a loose index scan of (symbol, time DESC): one index probe per symbol, not a
@@ -69,6 +71,7 @@ class Snapshot:
     dlq_records: int | None
     taken_at: float
     restarts: dict[str, int] = field(default_factory=dict)  # stage or engine process → restarts by `tickpipe run`
+    memory: MemoryReport | None = None  # PSS of the engines and the run's stages on this machine
 
 
 def cross_of(ma_short: float | None, ma_long: float | None, prev_short: float | None, prev_long: float | None) -> str:
@@ -129,15 +132,22 @@ def probe_http(name: str, url: str) -> Health:
         return Health(name, False, str(getattr(error, "reason", error)))
 
 
-def probe_flink(rest_url: str) -> Health:
+# The Flink jobs of a run and the names they run under (tickpipe.ma_job.tables / candle_tables: a job started for
+# another consumer group has ".<group>" after the name).
+FLINK_JOBS = {"ma-job": "tickpipe-ma-job", "candle-job": "tickpipe-candle-job"}
+
+
+def probe_flink(rest_url: str, stage: str = "ma-job") -> Health:
+    name = FLINK_JOBS[stage]
     try:
         jobs = _get_json(f"{rest_url}/jobs/overview")["jobs"]
     except (OSError, KeyError, ValueError) as error:
-        return Health("ma-job", False, f"Flink REST at {rest_url}: {error}")
+        return Health(stage, False, f"Flink REST at {rest_url}: {error}")
+    jobs = [job for job in jobs if str(job.get("name", "")).split(".")[0] == name]
     running = [job for job in jobs if job.get("state") == "RUNNING"]
     if not running:
         states = ", ".join(sorted({job.get("state", "?") for job in jobs})) or "no jobs"
-        return Health("ma-job", False, states)
+        return Health(stage, False, states)
     job = running[0]
     detail = "RUNNING"
     try:
@@ -153,7 +163,7 @@ def probe_flink(rest_url: str) -> Health:
             detail += f", checkpoint {age:.0f} s ago"
     except (OSError, KeyError, ValueError, IndexError):
         pass
-    return Health("ma-job", True, detail)
+    return Health(stage, True, detail)
 
 
 def probe_database(settings: Settings) -> Health:
@@ -186,6 +196,22 @@ def run_state(home: Path) -> dict[str, Any]:
     return state
 
 
+# Reading PSS walks the page tables of every process (the JVMs' take milliseconds each): every few seconds is enough.
+MEMORY_EVERY_SECONDS = 5.0
+_memory_reports: dict[Path, tuple[float, MemoryReport]] = {}
+
+
+def memory_report(home: Path, settings: Settings) -> MemoryReport:
+    """PSS of the engines and the run's stages on state dir `home`, measured at most every MEMORY_EVERY_SECONDS."""
+    now = time.monotonic()
+    taken = _memory_reports.get(home)
+    if taken and now - taken[0] < MEMORY_EVERY_SECONDS:
+        return taken[1]
+    report = measure(run_processes(home, LocalStack(home, settings.jars_dir).running()))
+    _memory_reports[home] = (now, report)
+    return report
+
+
 def take_snapshot(settings: Settings, home: Path, flink_rest_url: str | None, limit: int = 50) -> Snapshot:
     health = [probe_kafka(settings), probe_database(settings)]
     state = run_state(home)
@@ -193,7 +219,7 @@ def take_snapshot(settings: Settings, home: Path, flink_rest_url: str | None, li
     if stages.get("ingestor", {}).get("metrics_url"):
         health.append(probe_http("ingestor", stages["ingestor"]["metrics_url"] + "/healthz"))
     if flink_rest_url:
-        health.append(probe_flink(flink_rest_url))
+        health.extend(probe_flink(flink_rest_url, stage) for stage in FLINK_JOBS)
     try:
         symbols = read_symbols(settings, limit)
     except psycopg.Error:
@@ -202,4 +228,5 @@ def take_snapshot(settings: Settings, home: Path, flink_rest_url: str | None, li
         dlq: int | None = dlq_records(settings)
     except KafkaException:
         dlq = None
-    return Snapshot(symbols, health, dlq, time.time(), dict(state.get("restarts") or {}))
+    memory = memory_report(home, settings)
+    return Snapshot(symbols, health, dlq, time.time(), dict(state.get("restarts") or {}), memory)

@@ -8,6 +8,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from tickpipe.stack.memory import MemoryReport, megabytes
 from tickpipe.top.snapshot import Snapshot
 
 CROSS_MARKS = {"golden": Text("▲ golden", style="bold green"), "death": Text("▼ death", style="bold red")}
@@ -25,6 +26,12 @@ def _rsi(value: float | None) -> Text:
         return Text("—", style="dim")  # as the MAs: not warm yet (15 closes), or no candles for the symbol
     style = "bold red" if value >= 70 else "bold green" if value <= 30 else ""
     return Text(f"{value:.1f}", style=style)
+
+
+def memory_detail(report: MemoryReport, largest: int = 4) -> str:
+    """The total PSS and its largest parts: `1,012 MB in 15 processes: flink-taskmanager 350 MB, ...`."""
+    parts = ", ".join(f"{item.name} {megabytes(item.pss)}" for item in report.largest(largest))
+    return f"{megabytes(report.total)} in {report.processes} processes: {parts}"
 
 
 def render(snapshot: Snapshot) -> RenderableType:
@@ -59,5 +66,7 @@ def render(snapshot: Snapshot) -> RenderableType:
     if snapshot.restarts:
         restarted = ", ".join(f"{name} {count}x" for name, count in sorted(snapshot.restarts.items()))
         health.add_row("restarts", Text("restarted", style="yellow"), f"{restarted} (see the logs under logs/)")
+    if snapshot.memory and snapshot.memory.items:
+        health.add_row("memory", Text("PSS", style="dim"), memory_detail(snapshot.memory))
     footer = Text(f"updated {time.strftime('%H:%M:%S', time.localtime(snapshot.taken_at))} · Ctrl-C to stop", "dim")
     return Group(prices, health, footer)

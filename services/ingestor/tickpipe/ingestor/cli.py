@@ -17,7 +17,10 @@ log = get_logger("tickpipe.ingestor")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--symbols", help="comma-separated symbols, e.g. btcusdt,ethusdt (default: SYMBOLS)")
+    parser.add_argument(
+        "--symbols",
+        help="comma-separated symbols, e.g. btcusdt,ethusdt, or all-usdt: every USDT pair trading (default: SYMBOLS)",
+    )
     parser.add_argument(
         "--flush-timeout", type=float, default=30.0, help="seconds to deliver queued ticks on shutdown (default 30)"
     )
@@ -42,10 +45,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     ingestor.start()
     log.info(
         "ingestor_started",
-        symbols=len(symbols),
+        symbols="all-usdt (discovering)" if ingestor.discovery is not None else len(symbols),
         connections=len(ingestor.feeds),
         exchange=settings.binance_ws_url,
         topic=settings.kafka_topic,
+        candles_topic=settings.kafka_candles_topic if settings.ingest_klines else None,
+        repair_from=settings.binance_rest_url if settings.ingest_klines else None,
         metrics_port=server.port,
     )
     stop.wait()

@@ -42,6 +42,10 @@ class Connection:
         self.messages = 0
         self.shutdown_notice = False  # set when the exchange announced it will close us (serverShutdown)
         self.error: str | None = None
+        # The streams this connection carries (its URL's, then live SUBSCRIBE/UNSUBSCRIBE: Feed keeps it) and when it
+        # last sent such a message (the exchange allows 5 incoming messages per second per connection).
+        self.streams: set[str] = set()
+        self.control_sent_at = 0.0
         self._ws: websocket.WebSocket | None = None
         self._closing = False
         self._reader = threading.Thread(target=self._read, name=f"ws-{name}", daemon=True)
@@ -91,6 +95,14 @@ class Connection:
                 self.error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         if not self.error and not self._closing:
             self.error = "closed by the exchange"
+
+    def send(self, text: str) -> None:
+        """Send a text frame (a SUBSCRIBE/UNSUBSCRIBE request); raises WebSocketException/OSError if the connection
+        is gone. Safe beside the reader thread: the socket is opened with enable_multithread (a send lock)."""
+        ws = self._ws
+        if ws is None:
+            raise websocket.WebSocketConnectionClosedException("not open")
+        ws.send(text)
 
     def close(self) -> None:
         self._closing = True

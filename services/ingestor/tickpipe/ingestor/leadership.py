@@ -84,6 +84,11 @@ class Elector:
     def leading(self) -> bool:
         return self._renewed_at is not None and self.monotonic() - self._renewed_at < self.renew_deadline
 
+    def unchanged_for(self) -> float:
+        """Seconds (monotonic) since this candidate last saw the lease record change: at a takeover, how long the
+        previous holder had been silent, i.e. the handover time."""
+        return self.monotonic() - self._observed_at
+
     @property
     def holder(self) -> str | None:
         """Who holds the lease as last seen (None before the first look)."""

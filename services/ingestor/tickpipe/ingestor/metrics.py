@@ -37,3 +37,45 @@ PRODUCE_LATENCY = Histogram(
     "From produce() to Kafka's acknowledgement",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+CANDLES = Counter(
+    "tickpipe_ingest_candles",
+    "Closed 1m candles published, by how they were obtained (stream: a closed kline; repair: REST after a gap)",
+    ["origin"],
+)
+OPEN_CANDLES = Counter("tickpipe_ingest_open_candles", "Kline updates of a minute not yet closed (not published)")
+CANDLE_DUPLICATES = Counter(
+    "tickpipe_ingest_candle_duplicates", "Closed candles not published again (rotation overlap, already repaired)"
+)
+REPAIRS = Counter("tickpipe_ingest_repairs", "Gap repairs done (one per symbol and hole)", ["result"])
+REPAIR_REQUESTS = Counter("tickpipe_ingest_repair_requests", "REST requests of the gap repair", ["status"])
+REPAIR_WAITS = Counter(
+    "tickpipe_ingest_repair_rate_limit_waits",
+    "Times the gap repair waited for REST request weight (budget: our own limit; 429: the exchange's Retry-After)",
+    ["reason"],
+)
+REPAIR_WAIT_SECONDS = Counter("tickpipe_ingest_repair_rate_limit_wait_seconds", "Seconds spent in those waits")
+REPAIR_PENDING = Gauge("tickpipe_ingest_repair_pending", "Holes waiting to be repaired")
+LEADER = Gauge("tickpipe_ingest_leader", "1 while this replica holds the Lease and produces (1 without election)")
+LEADER_TRANSITIONS = Counter(
+    "tickpipe_ingest_leader_transitions", "Times this replica became leader or standby", ["role"]
+)
+HANDOVER_SECONDS = Gauge(
+    "tickpipe_ingest_handover_seconds", "At this replica's last takeover: how long the Lease had gone unrenewed"
+)
+TAKEOVER_REPLAYED = Counter(
+    "tickpipe_ingest_takeover_replayed",
+    "Buffered ticks produced at a takeover (read but not delivered by the old leader)",
+)
+STANDBY_DISCARDED = Counter(
+    "tickpipe_ingest_standby_discarded", "Bad messages a standby saw and left to the leader to dead-letter"
+)
+SYMBOLS = Gauge("tickpipe_ingest_symbols", "Symbols subscribed (SYMBOLS=all-usdt: as last discovered)")
+DISCOVERY_RUNS = Counter(
+    "tickpipe_ingest_discovery_runs", "exchangeInfo look-ups of symbol discovery (SYMBOLS=all-usdt)", ["result"]
+)
+SYMBOL_CHANGES = Counter(
+    "tickpipe_ingest_symbol_changes", "Symbols subscribed (listed) or unsubscribed (delisted) while running", ["change"]
+)
+SUBSCRIPTION_REQUESTS = Counter(
+    "tickpipe_ingest_subscription_requests", "Live SUBSCRIBE/UNSUBSCRIBE requests sent to the exchange", ["method"]
+)

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
+from tickpipe.candle_schema import WireCandle
 from tickpipe.config import Settings, state_dir
 from tickpipe.errors import ConfigError
 from tickpipe.ingestor import metrics
@@ -70,6 +71,7 @@ def open_spill(settings: Settings) -> SpillLog | None:
 class KafkaSink:
     def __init__(self, settings: Settings) -> None:
         self.topic, self.dlq_topic = settings.kafka_topic, settings.kafka_dlq_topic
+        self.candles_topic = settings.kafka_candles_topic
         self.spill = open_spill(settings)
         self.producer = Producer(
             producer_config(
@@ -90,9 +92,10 @@ class KafkaSink:
         self._replayer = threading.Thread(target=self._replay, name="spill-replay", daemon=True)
         self._full_since: float | None = None
         # Bound once: the delivery callback runs for every record.
-        self._produced = {"ticks": metrics.PRODUCED.labels("ticks"), "dlq": metrics.PRODUCED.labels("dlq")}
-        self._replayed = {"ticks": metrics.SPILL_REPLAYED.labels("ticks"), "dlq": metrics.SPILL_REPLAYED.labels("dlq")}
-        self._written = {"ticks": metrics.SPILL_WRITTEN.labels("ticks"), "dlq": metrics.SPILL_WRITTEN.labels("dlq")}
+        kinds = ("ticks", "candles", "dlq")
+        self._produced = {kind: metrics.PRODUCED.labels(kind) for kind in kinds}
+        self._replayed = {kind: metrics.SPILL_REPLAYED.labels(kind) for kind in kinds}
+        self._written = {kind: metrics.SPILL_WRITTEN.labels(kind) for kind in kinds}
         # Spill state, guarded by _lock (the flag is read without it on the hot path: see send()).
         self._lock = threading.Lock()
         self._spilling = self.spill is not None and self.spill.pending
@@ -139,6 +142,23 @@ class KafkaSink:
                 pass
         self._overflow(self.topic, key, value, tick)
 
+    def send_candle(self, candle: WireCandle) -> None:
+        """A closed candle (streamed or repaired) into the candle topic, through the same queue and disk buffer as
+        the ticks. Called from the readers and from the repair thread; candles need no order among themselves (the
+        candle job puts each in its minute), so the spill flag is read as for dead letters."""
+        value, key = candle.to_json(), candle.key
+        if not self._spilling:
+            try:
+                self.producer.produce(self.candles_topic, value=value, key=key)
+                return
+            except BufferError:
+                pass
+        self._overflow(self.candles_topic, key, value, None)
+
+    def kind(self, topic: str | None) -> str:
+        """The metric label of a topic: ticks, candles or dlq."""
+        return "ticks" if topic == self.topic else "candles" if topic == self.candles_topic else "dlq"
+
     def reject(self, raw: str | bytes, reason: str) -> None:
         metrics.DEAD_LETTERS.labels(reason_kind(reason)).inc()
         log.warning(
@@ -173,7 +193,7 @@ class KafkaSink:
             self._append(topic, key, value, tick)
 
     def _append(self, topic: str, key: bytes | None, value: bytes, tick: Tick | None) -> None:
-        kind = "ticks" if topic == self.topic else "dlq"
+        kind = self.kind(topic)
         if self.spill is not None and self.spill.append(topic, key, value):
             self._written[kind].inc()
             self._episode["written"] += 1
@@ -308,7 +328,7 @@ class KafkaSink:
 
     # -- delivery reports ---------------------------------------------------------------------------------------------
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        topic = "ticks" if message.topic() == self.topic else "dlq"
+        topic = self.kind(message.topic())
         if error is not None:
             if self._closing and error.code() in _PURGED:
                 self._purged.append((message.topic() or self.topic, message.key(), message.value() or b""))
@@ -393,13 +413,20 @@ class KafkaSink:
         """Purged records in produce order per symbol (the purge reports them in no promised order): each symbol's
         ticks by event time, which the router made strictly increasing; dead letters first, their order is free."""
 
-        def event_ms(record: Record) -> int:
+        def event_ms(record: Record, field: str) -> int:
             try:
-                return parse_timestamp(orjson.loads(record[2])["timestamp"])
+                return parse_timestamp(orjson.loads(record[2])[field])
             except (ValueError, KeyError, TypeError):
                 return 0
 
-        return sorted(records, key=lambda r: (r[0] == self.topic, event_ms(r) if r[0] == self.topic else 0))
+        def rank(record: Record) -> tuple[int, int]:
+            if record[0] == self.topic:
+                return 2, event_ms(record, "timestamp")
+            if record[0] == self.candles_topic:  # no order needed; by minute is the natural one
+                return 1, event_ms(record, "open_time")
+            return 0, 0
+
+        return sorted(records, key=rank)
 
     @property
     def on_disk(self) -> int:
@@ -427,7 +454,7 @@ class _SegmentAcks:
 
     def __call__(self, error: KafkaError | None, message: Message) -> None:
         sink = self.sink
-        kind = "ticks" if message.topic() == sink.topic else "dlq"
+        kind = sink.kind(message.topic())
         if error is not None:
             if error.code() in _PURGED:
                 return  # still on disk, not settled: produced again after the restart

@@ -1,4 +1,5 @@
 """`tickpipe ma-job`: submit the MA job to a Flink session cluster, watch it, stop it with a savepoint.
+`tickpipe ma-job --candles` does the same for the candle job (candle_job.py), a job of its own.
 
 Attached (the default, what `make run` uses): the command lives as long as the job; SIGINT/SIGTERM stops the job
 with a savepoint, and `--resume-if-possible` on the next start continues from it, or from the newest retained
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 from tickpipe.config import MaEngine, Settings, state_dir
 from tickpipe.errors import CommandError, FlinkRestError
 from tickpipe.logs import get_logger
+from tickpipe.ma_job.candle_tables import CANDLE_STAGE, candle_job_name
 from tickpipe.ma_job.flink_rest import TERMINAL_STATES, FlinkRest
 from tickpipe.ma_job.tables import job_name
 
@@ -42,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[engine.value for engine in MaEngine],
         help="sql (the fast one, JVM windows) or keyed (Python KeyedProcessFunction); default: MA_ENGINE or sql",
     )
+    parser.add_argument(
+        "--candles",
+        action="store_true",
+        help="the candle job instead (candles → candles_1m with RSI/Bollinger/EMA/MACD, signals); its own consumer "
+        "group CANDLE_GROUP_ID and resume point",
+    )
     parser.add_argument("--detached", action="store_true", help="submit, print the job id and return")
     parser.add_argument("--stop", action="store_true", help="stop the running job with a savepoint and exit")
     parser.add_argument(
@@ -50,10 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class ResumePoint:
-    """Where the job of one consumer group can continue from: `$TICKPIPE_HOME/ma-job/<group>.json`."""
+    """Where the job of one consumer group can continue from: `$TICKPIPE_HOME/<job>/<group>.json` (job: ma-job or
+    candle-job)."""
 
-    def __init__(self, group_id: str) -> None:
-        self.path = state_dir() / "ma-job" / f"{group_id}.json"
+    def __init__(self, group_id: str, job: str = "ma-job") -> None:
+        self.path = state_dir() / job / f"{group_id}.json"
 
     def engine(self) -> str | None:
         try:
@@ -82,12 +91,19 @@ class ResumePoint:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    candles = bool(getattr(args, "candles", False))
+    if candles and args.engine:
+        raise CommandError("--engine chooses the MA job's engine; the candle job (--candles) has one")
     if args.engine:
         settings = settings.model_copy(update={"ma_engine": MaEngine(args.engine)})
-    engine = settings.ma_engine.value
+    # The candle job records "candles" where the MA job records its engine: its state is only its own.
+    engine = "candles" if candles else settings.ma_engine.value
     rest = FlinkRest(settings.flink_rest_url)
-    name = job_name(settings)
-    resume_point = ResumePoint(settings.kafka_group_id)
+    name = candle_job_name(settings) if candles else job_name(settings)
+    resume_point = (
+        ResumePoint(settings.candle_group_id, CANDLE_STAGE) if candles else ResumePoint(settings.kafka_group_id)
+    )
+    stop_command = "tickpipe ma-job --candles --stop" if candles else "tickpipe ma-job --stop"
     running = rest.running(name)
     if args.stop:
         for job in running:
@@ -101,9 +117,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         resume_point.save(location, running[0].job_id, resume_point.engine() or engine)
         log.info("job_taken_over", job_id=running[0].job_id, savepoint=location)
     elif running:
-        raise CommandError(
-            f"job {name} is already running as {running[0].job_id}; stop it first: tickpipe ma-job --stop"
-        )
+        raise CommandError(f"job {name} is already running as {running[0].job_id}; stop it first: {stop_command}")
     resume = args.resume or (resume_point.load() if args.resume_if_possible else None)
     if resume and not args.resume and resume_point.engine() not in (None, engine):
         raise CommandError(
@@ -111,7 +125,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"the {engine} engine: start with --engine {resume_point.engine()}, or delete {resume_point.path} "
             "to start over from the committed Kafka offsets"
         )
-    job_id = submit(settings, resume=resume, discard_sink=args.discard_sink)
+    job_id = submit(settings, resume=resume, discard_sink=args.discard_sink, candles=candles)
     log.info("job_submitted", job=name, engine=engine, job_id=job_id, resumed_from=resume, rest=settings.flink_rest_url)
     print(f"SUBMITTED {job_id}", flush=True)
     if args.detached:
@@ -119,12 +133,23 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return watch(rest, job_id, resume_point, engine)
 
 
-def submit(settings: Settings, *, resume: str | None = None, discard_sink: bool = False) -> str:
+def submit(settings: Settings, *, resume: str | None = None, discard_sink: bool = False, candles: bool = False) -> str:
     """Submit the job to the session cluster at FLINK_REST_URL with Flink's own client; return the job id.
 
-    `flink run -pym` runs `tickpipe.ma_job.job` in a Python client that builds the job graph and uploads it
-    with the connector jars: the same entry point the Flink Kubernetes Operator runs in a cluster.
+    `flink run -pym` runs `tickpipe.ma_job.job` (or `tickpipe.ma_job.candle_job`) in a Python client that builds
+    the job graph and uploads it with the connector jars: the same entry point the Flink Kubernetes Operator runs
+    in a cluster.
     """
+    job_args = (
+        ["tickpipe.ma_job.candle_job"]
+        if candles
+        else [
+            "tickpipe.ma_job.job",
+            "--engine",
+            settings.ma_engine.value,
+            *(["--discard-sink"] if discard_sink else []),
+        ]
+    )
     from tickpipe.stack.components import flink_home, java  # the Flink distribution inside PyFlink
 
     rest = urlsplit(settings.flink_rest_url)
@@ -139,10 +164,7 @@ def submit(settings: Settings, *, resume: str | None = None, discard_sink: bool 
         sys.executable,
         *(["--fromSavepoint", resume] if resume else []),
         "--pyModule",
-        "tickpipe.ma_job.job",
-        "--engine",
-        settings.ma_engine.value,
-        *(["--discard-sink"] if discard_sink else []),
+        *job_args,
     ]
     # The client runs with the distribution's own configuration (its Java 17 flags); the cluster's address comes
     # from --jobmanager and the job's settings from job.py, never from a local stack's config.yaml.

@@ -21,7 +21,7 @@ def job_name(settings: Settings) -> str:
     return JOB_NAME if settings.kafka_group_id == default_group else f"{JOB_NAME}.{settings.kafka_group_id}"
 
 
-def _table(name: str, columns: str, options: dict[str, str]) -> str:
+def table_ddl(name: str, columns: str, options: dict[str, str]) -> str:
     quoted = ",\n  ".join(f"'{key}' = '{value.replace(chr(39), chr(39) * 2)}'" for key, value in options.items())
     return f"CREATE TABLE {name} ({columns}\n) WITH (\n  {quoted}\n)"
 
@@ -61,11 +61,16 @@ def _jaas_quote(value: str) -> str:
 def source_ddl(settings: Settings) -> str:
     """Ticks as raw strings: parsing happens in the job with the shared tick schema, so that a bad record becomes
     a dead letter with its reason, never a deserialisation failure that stops the job."""
+    return raw_source_ddl(settings, "ticks_raw", settings.kafka_topic, settings.kafka_group_id)
+
+
+def raw_source_ddl(settings: Settings, table: str, topic: str, group_id: str) -> str:
+    """A Kafka topic read as raw UTF-8 strings, one column `raw`, by the consumer group `group_id`."""
     options = {
         "connector": "kafka",
-        "topic": settings.kafka_topic,
+        "topic": topic,
         "properties.bootstrap.servers": settings.kafka_bootstrap_servers,
-        "properties.group.id": settings.kafka_group_id,
+        "properties.group.id": group_id,
         # A new group starts at the beginning of the topic; afterwards the offsets in the checkpoint win.
         "scan.startup.mode": "group-offsets",
         "properties.auto.offset.reset": "earliest",
@@ -74,7 +79,7 @@ def source_ddl(settings: Settings) -> str:
         "raw.charset": "UTF-8",
         **kafka_security_options(settings),
     }
-    return _table("ticks_raw", "\n  `raw` STRING", options)
+    return table_ddl(table, "\n  `raw` STRING", options)
 
 
 def dlq_ddl(settings: Settings) -> str:
@@ -86,18 +91,24 @@ def dlq_ddl(settings: Settings) -> str:
         "sink.delivery-guarantee": "at-least-once",
         **kafka_security_options(settings),
     }
-    return _table("dead_letters", "\n  `record` STRING", options)
+    return table_ddl("dead_letters", "\n  `record` STRING", options)
 
 
 def sink_ddl(settings: Settings) -> str:
     """Upsert into price_ticks on its unique key: a replay after a restart rewrites rows instead of doubling them."""
+    options = jdbc_options(settings, "price_ticks")
+    return table_ddl("price_ticks", PRICE_TICKS_COLUMNS + ",\n  PRIMARY KEY (`symbol`, `time`) NOT ENFORCED", options)
+
+
+def jdbc_options(settings: Settings, table: str) -> dict[str, str]:
+    """Flink's JDBC connector writing `table` as the writer role; with a primary key in the DDL it upserts."""
     url = settings.database.jdbc_url()
     # The driver sends a flush as multi-row INSERTs instead of one statement per row: 40k → 53k rows/s here.
     url += ("&" if "?" in url else "?") + "reWriteBatchedInserts=true"
     options = {
         "connector": "jdbc",
         "url": url,
-        "table-name": "price_ticks",
+        "table-name": table,
         "username": settings.database_writer_user,
         "sink.buffer-flush.max-rows": str(settings.sink_flush_max_rows),
         "sink.buffer-flush.interval": f"{settings.sink_flush_interval_ms}ms",
@@ -106,9 +117,9 @@ def sink_ddl(settings: Settings) -> str:
     password = settings.database_writer_password
     if password:
         options["password"] = password.get_secret_value()
-    return _table("price_ticks", PRICE_TICKS_COLUMNS + ",\n  PRIMARY KEY (`symbol`, `time`) NOT ENFORCED", options)
+    return options
 
 
 def discard_sink_ddl() -> str:
     """A sink that drops everything: the benchmark's baseline for the job without the database."""
-    return _table("price_ticks", PRICE_TICKS_COLUMNS, {"connector": "blackhole"})
+    return table_ddl("price_ticks", PRICE_TICKS_COLUMNS, {"connector": "blackhole"})

@@ -26,7 +26,9 @@ _FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<variant>t
 # A fixed key for pg_advisory_lock: every migrator of every replica serialises on it.
 _LOCK_KEY = 7_463_001
 # What the writer role (the MA job) writes; every table is readable by both roles.
-WRITTEN_TABLES = ("price_ticks", "candles_1m")
+WRITTEN_TABLES = ("price_ticks", "candles_1m", "signals")
+# The candle job deletes a signal that a late candle's recomputation no longer gives; nothing else deletes rows.
+DELETED_TABLES = ("signals",)
 NO_TRANSACTION = "-- tickpipe: no-transaction"
 
 
@@ -203,6 +205,9 @@ def ensure_roles(conn: psycopg.Connection[tuple[object, ...]], settings: Setting
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(name))
             for table in WRITTEN_TABLES:
                 conn.execute(sql.SQL("GRANT " + grants + " ON {} TO {}").format(sql.Identifier(table), name))
+            if role == settings.database_writer_user:
+                for table in DELETED_TABLES:
+                    conn.execute(sql.SQL("GRANT DELETE ON {} TO {}").format(sql.Identifier(table), name))
             # Every table the migrations made is readable (schema_migrations, price_alert_levels which Grafana's
             # price alert reads, ...): on a new database the migrations run before the default privileges below exist.
             conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(name))
