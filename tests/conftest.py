@@ -12,6 +12,7 @@ import shutil
 import signal
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.helpers import wait_for
 from tickpipe.config import Settings, load_settings
+from tickpipe.ma_job.flink_rest import TERMINAL_STATES, FlinkRest
 from tickpipe.stack.manager import LocalStack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,7 +107,23 @@ def postgres(stack: TestStack) -> TestStack:
 @pytest.fixture
 def flink(stack: TestStack) -> TestStack:
     stack.require("kafka", "postgres", "flink")
+    cancel_leftover_jobs(stack)
     return stack
+
+
+def cancel_leftover_jobs(stack: TestStack) -> None:
+    """Tests run one at a time, so a job still on the shared session cluster when a test starts is an earlier
+    test's leftover. One whose database was dropped with its test restarts forever, and its declared slot
+    requirements starve the next jobs (NoResourceAvailableException with every slot shown free): cancel them."""
+    url = stack.exports.get("FLINK_REST_URL")
+    if EXTERNAL or not url:
+        return
+    rest = FlinkRest(url)
+    leftovers = [job for job in rest.jobs() if job.state not in TERMINAL_STATES]
+    for job in leftovers:
+        warnings.warn(f"cancelled a leftover job: {job.name} {job.job_id} ({job.state})", stacklevel=1)
+        rest.cancel(job.job_id)
+    wait_for(lambda: all(rest.state(job.job_id) in TERMINAL_STATES for job in leftovers), 60, "leftover jobs cancelled")
 
 
 @pytest.fixture
