@@ -18,6 +18,7 @@ from tests.ma_job.test_ma_job import JobUnderTest, keyed
 from tickpipe.config import Settings
 from tickpipe.kafka import admin_client, ensure_topics
 from tickpipe.ma_job.flink_rest import FlinkRest
+from tickpipe.ma_job.tables import job_name
 from tickpipe.migrator.migrate import migrate
 from tickpipe.stack.manager import LocalStack
 
@@ -59,7 +60,9 @@ def job(
     try:
         yield under_test
     finally:
+        # Cancelled before its brokers go away, and gone from the shared cluster before the next test starts.
         under_test.cancel_all()
+        wait_for(lambda: not under_test.rest.running(job_name(settings)), 120, "the job cancelled")
 
 
 def test_losing_a_broker_mid_stream_loses_and_doubles_nothing(job: JobUnderTest, three_brokers: LocalStack) -> None:
