@@ -3,8 +3,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VENV := .venv
 BIN := $(VENV)/bin
-# Live Binance instead of the simulator: make run SOURCE=binance SYMBOLS=btcusdt,ethusdt
-SOURCE ?= sim
+# Where prices come from (binance, coingecko, yahoo), offline on the source's simulator; LIVE=1 for the real service:
+# make run SOURCE=yahoo; make run LIVE=1 SYMBOLS=btcusdt,ethusdt
+SOURCE ?= binance
+LIVE ?=
 PYTEST_ARGS ?=
 # Local Kubernetes for make k8s-up / make dev: kind or minikube
 K8S ?= kind
@@ -20,8 +22,9 @@ setup: ## install everything from the lock files (venv, jars, PostgreSQL, tools)
 setup-runtime: ## what running the pipeline needs: setup without the validation tools (helm, kubeconform, ...)
 	@setup/setup.sh --runtime
 
-run: setup-runtime ## run the whole pipeline locally on the simulated exchange (SOURCE=binance for live)
-	@$(BIN)/tickpipe run --source $(SOURCE) $(if $(SYMBOLS),--symbols $(SYMBOLS))
+run: setup-runtime ## run the whole pipeline locally, offline (SOURCE=binance|coingecko|yahoo; LIVE=1: the real one)
+	@if [ "$(SOURCE)" = sim ]; then echo "SOURCE=sim is gone: offline is the default (make run [SOURCE=binance|coingecko|yahoo]), LIVE=1 is live" >&2; exit 2; fi
+	@$(BIN)/tickpipe run --source $(SOURCE) $(if $(LIVE),--live) $(if $(SYMBOLS),--symbols $(SYMBOLS))
 
 test: setup lint typecheck validate audit ## lint, type check, validate manifests, audit dependencies, then all tests
 	@$(BIN)/pytest $(PYTEST_ARGS)

@@ -51,7 +51,7 @@ class SteadyRate:
 def kafka_round_trip(settings: Settings, count: int, symbol_count: int) -> Measurement:
     """Produce `count` ticks and consume them back at the same time; the steady rate of the consumer (SteadyRate)."""
     topic = f"bench-baseline-{uuid.uuid4().hex[:8]}"
-    payloads = [(tick.symbol.encode(), tick.to_json()) for tick in ticks(count, symbol_count)]
+    payloads = [(tick.key.encode(), tick.to_json()) for tick in ticks(count, symbol_count)]
     consumed = SteadyRate(count)
     done = threading.Event()
 
@@ -132,7 +132,7 @@ def postgres_upserts(settings: Settings, count: int, symbol_count: int, batch: i
     rows = _rows(count, symbol_count)
     sql = (
         "INSERT INTO price_ticks (time, symbol, price, volume, ma_short, ma_long) VALUES (%s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (symbol, time) DO UPDATE SET price = EXCLUDED.price, volume = EXCLUDED.volume, "
+        "ON CONFLICT (source, symbol, time) DO UPDATE SET price = EXCLUDED.price, volume = EXCLUDED.volume, "
         "ma_short = EXCLUDED.ma_short, ma_long = EXCLUDED.ma_long"
     )
     written = SteadyRate(count)

@@ -56,7 +56,7 @@ def raw_producer(settings: Settings, count: int, symbol_count: int) -> Measureme
         tick = normalize(frame)
         if not isinstance(tick, Tick):
             raise TypeError(f"not a tick frame: {frame[:80]}")
-        payloads.append((tick.symbol.encode(), tick.to_json()))
+        payloads.append((tick.key.encode(), tick.to_json()))
     producer = Producer(producer_config(settings))
     start = time.perf_counter()
     for key, value in payloads:

@@ -27,7 +27,7 @@ def preload(settings: Settings, count: int, symbol_count: int) -> None:
     for tick in ticks(count, symbol_count):
         while True:
             try:
-                producer.produce(settings.kafka_topic, tick.to_json(), tick.symbol.encode())
+                producer.produce(settings.kafka_topic, tick.to_json(), tick.key.encode())
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -28,8 +28,9 @@ from tickpipe.schema import InvalidTick, dead_letter, parse_tick
 STAGE = "python-baseline"
 STAGING = "CREATE TEMPORARY TABLE IF NOT EXISTS staging (LIKE price_ticks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 UPSERT = (
-    "INSERT INTO price_ticks SELECT * FROM staging ON CONFLICT (symbol, time) DO UPDATE SET price = EXCLUDED.price, "
-    "volume = EXCLUDED.volume, ma_short = EXCLUDED.ma_short, ma_long = EXCLUDED.ma_long"
+    "INSERT INTO price_ticks SELECT * FROM staging ON CONFLICT (source, symbol, time) "
+    "DO UPDATE SET price = EXCLUDED.price, volume = EXCLUDED.volume, ma_short = EXCLUDED.ma_short, "
+    "ma_long = EXCLUDED.ma_long"
 )
 Row = tuple[datetime, str, float, float, float | None, float | None]
 
@@ -92,7 +93,7 @@ def _row(value: bytes | None, windows: dict[str, SymbolWindow], dlq: Producer, d
     except InvalidTick as error:
         dlq.produce(dlq_topic, dead_letter(value, str(error), STAGE))
         return None
-    window = windows.setdefault(tick.symbol, SymbolWindow())
+    window = windows.setdefault(tick.key, SymbolWindow())
     if not window.accepts(tick.event_time_ms):
         reason = stale_reason(tick.event_time_ms, window.last_event_time_ms)
         dlq.produce(dlq_topic, dead_letter(tick.to_json(), reason, STAGE))

@@ -107,8 +107,24 @@ def postgres(stack: TestStack) -> TestStack:
 @pytest.fixture
 def flink(stack: TestStack) -> TestStack:
     stack.require("kafka", "postgres", "flink")
+    revive_dead_flink_processes(stack)
     cancel_leftover_jobs(stack)
     return stack
+
+
+def revive_dead_flink_processes(stack: TestStack) -> None:
+    """A TaskManager that an earlier test's job took down (a fatal error, "OutOfMemoryError: Metaspace" after many
+    jobs on one session cluster) is started again, so that one test's casualty does not fail every later job test.
+    It is reported as a warning: CI shows it."""
+    if EXTERNAL:
+        return
+    dead = stack.local.dead_processes("flink")
+    for process in dead:
+        log = stack.local.log_dir / f"{process}.log"
+        last = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+        warnings.warn(f"restarting {process}, found dead; its log ended: {' | '.join(last)[:600]}", stacklevel=1)
+    if dead:
+        stack.local.up(("kafka", "postgres", "flink"), timeout=180)  # starts the dead processes only
 
 
 def cancel_leftover_jobs(stack: TestStack) -> None:
@@ -126,6 +142,27 @@ def cancel_leftover_jobs(stack: TestStack) -> None:
     deadline = time.monotonic() + 60  # cleanup, not a check: a job slow to cancel must not fail the next test
     while time.monotonic() < deadline and any(rest.state(job.job_id) not in TERMINAL_STATES for job in leftovers):
         time.sleep(0.2)
+
+
+FLINK_LOG_LINES = 60
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that ran a job gets the shared Flink cluster's last warnings in its report: a job that never
+    produced rows is explained there (slots, restarts, a connector's exception), and CI keeps nothing else."""
+    outcome = yield
+    report = outcome.get_result()
+    test_stack = getattr(item, "funcargs", {}).get("flink")
+    if not report.failed or not isinstance(test_stack, TestStack) or EXTERNAL:
+        return
+    dead = test_stack.local.dead_processes("flink")
+    lines = [f"processes of the cluster that died: {', '.join(dead)}"] if dead else []
+    for log in sorted(test_stack.local.log_dir.glob("flink-*.log")):
+        text = log.read_text(errors="replace").splitlines()
+        notable = [line[:400] for line in text if " WARN " in line or " ERROR " in line or "Exception" in line]
+        lines += [f"--- {log.name} ({len(text)} lines; its last warnings and errors)", *notable[-FLINK_LOG_LINES:]]
+    report.sections.append(("Flink cluster log", "\n".join(lines) or "no Flink logs"))
 
 
 @pytest.fixture

@@ -54,11 +54,12 @@ def random_walk(symbols: Iterable[str], count: int, start_ms: int = 1_700_000_00
 
 
 def expected_rows(ticks: Iterable[Tick]) -> pd.DataFrame:
-    """What price_ticks must hold: the reference is pandas' rolling mean per symbol."""
+    """What price_ticks must hold: the reference is pandas' rolling mean per series (source, symbol)."""
     frame = pd.DataFrame(
-        [(t.symbol, t.event_time_ms, t.price, t.volume) for t in ticks], columns=["symbol", "ms", "price", "volume"]
-    ).sort_values(["symbol", "ms"])
-    grouped = frame.groupby("symbol")["price"]
+        [(t.source, t.symbol, t.event_time_ms, t.price, t.volume) for t in ticks],
+        columns=["source", "symbol", "ms", "price", "volume"],
+    ).sort_values(["source", "symbol", "ms"])
+    grouped = frame.groupby(["source", "symbol"])["price"]
     frame["ma_short"] = grouped.transform(lambda s: s.rolling(5).mean())
     frame["ma_long"] = grouped.transform(lambda s: s.rolling(20).mean())
     return frame.reset_index(drop=True)
@@ -67,10 +68,10 @@ def expected_rows(ticks: Iterable[Tick]) -> pd.DataFrame:
 def table_rows(settings: Settings) -> pd.DataFrame:
     with psycopg.connect(settings.conninfo("owner")) as conn:
         rows = conn.execute(
-            "SELECT symbol, (extract(epoch FROM time) * 1000)::bigint, price, volume, ma_short, ma_long "
-            "FROM price_ticks ORDER BY symbol, time"
+            "SELECT source, symbol, (extract(epoch FROM time) * 1000)::bigint, price, volume, ma_short, ma_long "
+            "FROM price_ticks ORDER BY source, symbol, time"
         ).fetchall()
-    return pd.DataFrame(rows, columns=["symbol", "ms", "price", "volume", "ma_short", "ma_long"])
+    return pd.DataFrame(rows, columns=["source", "symbol", "ms", "price", "volume", "ma_short", "ma_long"])
 
 
 def row_count(settings: Settings) -> int:

@@ -15,16 +15,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tickpipe.errors import ConfigError
-from tickpipe.schema import SYMBOL_RULE, is_symbol
+from tickpipe.schema import SYMBOL_RULE, SYMBOL_RULES, is_symbol
 
 DEFAULT_SYMBOLS = ("btcusdt", "ethusdt", "bnbusdt", "solusdt", "xrpusdt")
 # SYMBOLS=all-usdt: every TRADING spot pair quoted in USDT, from exchangeInfo, re-discovered while running
 # (tickpipe.ingestor.discovery).
 ALL_USDT = "all-usdt"
+# SYMBOLS when unset, per SOURCE (Binance's are DEFAULT_SYMBOLS): the same assets where the source has them.
+SOURCE_DEFAULT_SYMBOLS = {
+    "coingecko": ("bitcoin/usd", "ethereum/usd", "binancecoin/usd", "solana/usd", "ripple/usd"),
+    "yahoo": ("BTC-USD", "ETH-USD", "AAPL", "^GSPC", "EURUSD=X"),
+}
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -97,10 +102,27 @@ class Settings(BaseSettings):
     # DATABASE_URL's query does the same. Read by libpq (stages, tools) and by the JDBC driver (the MA job's sink).
     database_ssl_root_cert: Path | None = None
 
+    # Where the ingestor reads prices (one source per process): Binance's WebSocket streams, CoinGecko's REST API
+    # (polled) or Yahoo Finance's streamer. SYMBOLS follows the source's symbol rule (tickpipe.schema.SYMBOL_RULES).
+    source: Literal["binance", "coingecko", "yahoo"] = "binance"
     binance_ws_url: str = "wss://stream.binance.com:9443"
     # Binance's REST API, where the ingestor's gap repair fetches the closed 1m candles it missed (GET /api/v3/klines).
     binance_rest_url: str = "https://api.binance.com"
     symbols: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SYMBOLS
+    # CoinGecko (SOURCE=coingecko; tickpipe.ingestor.coingecko). The Demo plan's key goes in a header; the plan's budget
+    # (calls per minute, calls per month; 0 = no monthly cap) sets the poll interval, of which the poller uses
+    # COINGECKO_BUDGET_SHARE (retries and restarts count against the same budget).
+    coingecko_url: str = "https://api.coingecko.com/api/v3"
+    coingecko_api_key: SecretStr | None = None
+    coingecko_calls_per_minute: int = Field(default=100, ge=1)
+    coingecko_monthly_calls: int = Field(default=10_000, ge=0)
+    coingecko_budget_share: float = Field(default=0.9, gt=0, le=1)
+    # Yahoo Finance's streamer (SOURCE=yahoo; tickpipe.ingestor.yahoo): the subscription is re-sent (with a WebSocket
+    # ping) every YAHOO_HEARTBEAT_SECONDS; a connection that answers nothing, not even the ping, for
+    # YAHOO_STALE_AFTER_SECONDS is dead. A closed market's silence is not (its pongs still come).
+    yahoo_ws_url: str = "wss://streamer.finance.yahoo.com/?version=2"
+    yahoo_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    yahoo_stale_after_seconds: float = Field(default=60.0, gt=0)
 
     # The ingestor (services/ingestor). Binance closes every connection after 24 h: rotate 10 min before.
     ingest_streams_per_connection: int = Field(default=200, ge=1, le=1024)
@@ -218,6 +240,20 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a ws:// or wss:// URL, got {value!r}")
         return value.rstrip("/")
 
+    @field_validator("yahoo_ws_url")
+    @classmethod
+    def _yahoo_ws_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"ws", "wss"}:
+            raise ValueError(f"expected a ws:// or wss:// URL, got {value!r}")
+        return value
+
+    @field_validator("coingecko_url")
+    @classmethod
+    def _coingecko_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
     @field_validator("binance_rest_url")
     @classmethod
     def _rest_url(cls, value: str) -> str:
@@ -227,8 +263,24 @@ class Settings(BaseSettings):
 
     @field_validator("symbols", mode="before")
     @classmethod
-    def _symbol_list(cls, value: Any) -> tuple[str, ...]:
+    def _symbol_list(cls, value: Any, info: ValidationInfo) -> tuple[str, ...]:
         items = value.split(",") if isinstance(value, str) else list(value)
+        source = info.data.get("source", "binance")  # declared before SYMBOLS: already validated
+        if source != "binance":
+            if value is DEFAULT_SYMBOLS:  # SYMBOLS unset: Binance's default is not this source's
+                return SOURCE_DEFAULT_SYMBOLS[source]
+            rule = SYMBOL_RULES[source]
+            named = [s.strip() for s in items if isinstance(s, str) and s.strip()]
+            if not named:
+                raise ValueError(f"expected a comma-separated list of symbols, e.g. {rule.example}")
+            if ALL_USDT in (s.lower() for s in named):
+                raise ValueError(f"{ALL_USDT} (every USDT pair, discovered) is for SOURCE=binance only")
+            bad = [s for s in named if not rule.matches(s)]
+            if bad:
+                raise ValueError(
+                    f"not a {source} symbol: {', '.join(bad)} (expected {rule.description}, e.g. {rule.example})"
+                )
+            return tuple(dict.fromkeys(rule.stored(s) for s in named))
         symbols = tuple(dict.fromkeys(s.strip().lower() for s in items if s.strip()))
         if not symbols:
             raise ValueError("expected a comma-separated list of symbols, e.g. btcusdt,ethusdt")

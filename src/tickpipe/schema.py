@@ -1,6 +1,6 @@
 """The tick: the one message every stage agrees on, and the dead-letter record for what is not a tick.
 
-On the wire (Kafka topic `price-ticks`, key = symbol) a tick is UTF-8 JSON:
+On the wire (Kafka topic `price-ticks`, key = the tick's series, `series_key`) a tick is UTF-8 JSON:
     {"symbol": "BTCUSDT", "timestamp": "2026-11-24T12:00:00.123Z", "price": 97000.5, "volume": 1234.5,
      "source": "binance"}
 `timestamp` is the exchange's event time, ISO-8601 UTC with milliseconds.
@@ -19,14 +19,59 @@ from typing import Any
 
 TICK_FIELDS = ("symbol", "timestamp", "price", "volume", "source")
 
-# The symbol rule, defined here once: 2 to 20 ASCII letters and digits (Binance's spot symbols, e.g. BTCUSDT),
-# case-insensitive on input, upper case in ticks and tables. Settings (SYMBOLS, lower case for stream names), the
-# alert levels and the ticks use is_symbol(); the JVM parser (services/ma-job/udf ParseTick.isSymbol) applies the
-# same rule (tests/ma_job/test_parse_tick.py), and migration 0003's CHECK states it for the stored form
+# The symbol rules, one per source, defined here once. Each says which symbols its source has (matched in either
+# case, ASCII only) and the one case a symbol is stored in (ticks, Kafka, tables):
+#   binance    2 to 20 letters and digits (spot symbols: BTCUSDT), stored upper case;
+#   coingecko  <coin id>/<vs currency> (bitcoin/usd): a CoinGecko id (letters, digits, hyphens; it is not a ticker)
+#              and the quote currency the price is in, stored lower case as CoinGecko writes both;
+#   yahoo      Yahoo Finance's symbols: AAPL, BRK-B, BTC-USD, EURUSD=X, 0700.HK, ^GSPC (an index), ES=F (a future):
+#              letters and digits in parts joined by '.', '-' or '=', an optional leading '^', at most 20 characters,
+#              stored upper case.
+# Settings (SYMBOLS per SOURCE), the ticks (validate_tick) and the JVM parser (services/ma-job/udf ParseTick: the same
+# patterns, tests/ma_job/test_parse_tick.py runs both parsers on the same payloads) apply these. is_symbol(text) alone
+# is Binance's rule, as before: the alert levels and migration 0003's CHECK state it for the stored form
 # (SYMBOL_SQL_PATTERN; an applied migration cannot change, so tests/dlq/test_symbol_rule.py holds them equal).
+SOURCES = ("binance", "coingecko", "yahoo")
 SYMBOL_RULE = "2 to 20 letters and digits"
 SYMBOL_SQL_PATTERN = "^[A-Z0-9]{2,20}$"
-_SYMBOL = re.compile(r"[A-Za-z0-9]{2,20}")
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolRule:
+    """One source's symbols: `pattern` (ASCII, either case) and at most `max_length` characters, stored upper or
+    lower case."""
+
+    pattern: re.Pattern[str]
+    max_length: int
+    upper: bool
+    description: str
+    example: str
+
+    def matches(self, text: object) -> bool:
+        return isinstance(text, str) and len(text) <= self.max_length and self.pattern.fullmatch(text) is not None
+
+    def stored(self, text: str) -> str:
+        """The stored form of a symbol this rule matches (ASCII only: upper()/lower() change nothing else)."""
+        return text.upper() if self.upper else text.lower()
+
+
+SYMBOL_RULES = {
+    "binance": SymbolRule(re.compile(r"[A-Za-z0-9]{2,20}"), 20, True, SYMBOL_RULE, "btcusdt"),
+    "coingecko": SymbolRule(
+        re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,99}/[A-Za-z]{2,10}"),
+        111,
+        False,
+        "<coin id>/<vs currency>: an id of letters, digits and hyphens, a currency of 2 to 10 letters",
+        "bitcoin/usd",
+    ),
+    "yahoo": SymbolRule(
+        re.compile(r"\^?[A-Za-z0-9]+(?:[.=-][A-Za-z0-9]+)*"),
+        20,
+        True,
+        "up to 20 letters and digits in parts joined by '.', '-' or '=', optionally after '^'",
+        "AAPL,BTC-USD,^GSPC",
+    ),
+}
 
 # Event times a tick may carry: after 1970, before the year 10000 (what ISO-8601 with 4-digit years, PostgreSQL
 # and Flink's TIMESTAMP(3) all represent).
@@ -51,9 +96,11 @@ _BLANK = "".join(map(chr, range(33)))  # what Java's String.trim() removes: cont
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
-def is_symbol(text: object) -> bool:
-    """Whether `text` is a symbol (in either case): 2 to 20 ASCII letters and digits."""
-    return isinstance(text, str) and _SYMBOL.fullmatch(text) is not None
+def is_symbol(text: object, source: str = "binance") -> bool:
+    """Whether `text` is a symbol of `source` (in either case); by default Binance's: 2 to 20 ASCII letters and
+    digits. False for an unknown source."""
+    rule = SYMBOL_RULES.get(source)
+    return rule is not None and rule.matches(text)
 
 
 def one_line(reason: str) -> str:
@@ -76,6 +123,14 @@ class InvalidTick(ValueError):
         super().__init__(one_line(reason))
 
 
+def series_key(source: str, symbol: str) -> str:
+    """A series (one symbol of one source) as one string: the Kafka key of its ticks, the MA job's partition key.
+    A Binance series is its symbol, the key its ticks had before there were other sources: an upgrade moves no
+    series to another partition and the keyed job's saved windows carry on. Other sources' series are
+    `<source>:<symbol>` (no source's symbols contain ':'), so the same symbol from two sources never shares one."""
+    return symbol if source == "binance" else f"{source}:{symbol}"
+
+
 @dataclass(frozen=True, slots=True)
 class Tick:
     symbol: str
@@ -83,6 +138,11 @@ class Tick:
     price: float
     volume: float
     source: str = "binance"
+
+    @property
+    def key(self) -> str:
+        """The tick's series (series_key): its Kafka key and the MA job's partition key."""
+        return series_key(self.source, self.symbol)
 
     @property
     def timestamp(self) -> str:
@@ -130,8 +190,11 @@ def _show(value: Any) -> str:
 
 
 def validate_tick(symbol: Any, event_time_ms: Any, price: Any, volume: Any, source: str) -> Tick:
-    """Build a Tick from loosely typed values (numbers may be strings, as Binance sends them)."""
-    if not is_symbol(symbol):
+    """Build a Tick from loosely typed values (numbers may be strings, as Binance sends them). The symbol is checked
+    against its source's rule and stored in that rule's case; an unknown source is rejected, last (the JVM parser
+    checks in the same order, so both give the same first reason)."""
+    rule = SYMBOL_RULES.get(source) if isinstance(source, str) else None
+    if rule is not None and not rule.matches(symbol):
         raise InvalidTick(f"invalid symbol: {_show(symbol)}")
     price_value = _number("price", price)
     volume_value = _number("volume", volume)
@@ -145,7 +208,9 @@ def validate_tick(symbol: Any, event_time_ms: Any, price: Any, volume: Any, sour
         or not 0 < event_time_ms <= MAX_EVENT_TIME_MS
     ):
         raise InvalidTick(f"invalid event time: {_show(event_time_ms)}")
-    return Tick(symbol.upper(), event_time_ms, price_value, volume_value, source)
+    if rule is None:
+        raise InvalidTick(f"unknown source: {_show(source)} (expected {', '.join(SOURCES)})")
+    return Tick(rule.stored(symbol), event_time_ms, price_value, volume_value, source)
 
 
 def _number(name: str, value: Any) -> float:

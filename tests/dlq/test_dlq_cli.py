@@ -83,10 +83,10 @@ def store(settings: Settings, frame: pd.DataFrame) -> None:
 
     with psycopg.connect(settings.conninfo("owner")) as conn:
         conn.cursor().executemany(
-            "INSERT INTO price_ticks (time, symbol, price, volume, ma_short, ma_long) "
-            "VALUES (to_timestamp(%s / 1000.0), %s, %s, %s, %s, %s)",
+            "INSERT INTO price_ticks (time, source, symbol, price, volume, ma_short, ma_long) "
+            "VALUES (to_timestamp(%s / 1000.0), %s, %s, %s, %s, %s, %s)",
             [
-                (int(row.ms), row.symbol, row.price, row.volume, value(row.ma_short), value(row.ma_long))
+                (int(row.ms), row.source, row.symbol, row.price, row.volume, value(row.ma_short), value(row.ma_long))
                 for row in frame.itertuples()
             ],
         )
@@ -185,3 +185,31 @@ def test_tail_follow_prints_new_dead_letters_until_ctrl_c(dlq_stack: tuple[Setti
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_replay_recomputes_a_ticks_own_sources_series_and_never_the_same_symbol_of_another(
+    dlq_stack: tuple[Settings, dict[str, str]],
+) -> None:
+    settings, env = dlq_stack
+    # The same symbol at the same times from Binance and Yahoo, at other price levels (BTCUSDT is a Yahoo symbol too).
+    binance = random_walk(["BTCUSDT"], 60)
+    yahoo = [
+        Tick(t.symbol, t.event_time_ms, t.price * 3, t.volume + 1, "yahoo")
+        for t in random_walk(["BTCUSDT"], 60, seed=11)
+    ]
+    ticks = binance + yahoo
+    # Dead-lettered: Yahoo's 11th and 31st, Binance's 21st; the Yahoo tick at Binance's 21st time arrived.
+    rejected = [yahoo[10], yahoo[30], binance[20]]
+    store(settings, expected_rows([tick for tick in ticks if tick not in rejected]))
+    produce_dead_letters(
+        settings, [dead_letter(buggy_wire(tick), f"{BUG}: ' {tick.price!r} '", "ma-job") for tick in rejected]
+    )
+
+    output = tickpipe_dlq(env, "replay", "--reason", BUG)
+    assert "3 rows inserted" in output and "symbols: BTCUSDT, yahoo:BTCUSDT" in output, output
+    actual, expected = table_rows(settings), expected_rows(ticks)
+    assert actual.groupby("source").size().to_dict() == {"binance": 60, "yahoo": 60}
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False, rtol=1e-9, atol=0)
+    again = tickpipe_dlq(env, "replay", "--reason", BUG)
+    assert "0 rows inserted, 3 already in the table, 0 rows with recomputed MAs" in again, again
+    pd.testing.assert_frame_equal(table_rows(settings), actual)

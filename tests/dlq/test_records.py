@@ -133,3 +133,23 @@ def test_replay_takes_what_todays_parser_accepts_and_says_why_not_the_rest() -> 
     assert plan.not_replayable == {"payload truncated in the dead letter": 1}
     assert replay.plan(letters, "duplicate tick").not_replayable == {"duplicate tick (rejected by design)": 1}
     assert replay.plan(letters, "PRICE IS NOT").matched == 5  # part of the reason, any case
+
+
+def test_replay_keeps_the_same_symbols_tick_from_two_sources_as_two_ticks() -> None:
+    yahoo = Tick("BTCUSDT", TICK.event_time_ms, 97001.25, 7.0, "yahoo")  # the same symbol and time, another source
+    letters = [
+        letter(
+            tick.to_json().decode().replace(f'"price":{tick.price!r}', f'"price":" {tick.price!r} "'),
+            "price is not a number",
+        )
+        for tick in (TICK, yahoo, yahoo)
+    ]
+    plan = replay.plan(letters, "price is not a number")
+    assert plan.ticks == [Tick("BTCUSDT", TICK.event_time_ms, 97000.5, 1.5), yahoo]  # yahoo's twice: once
+
+
+def test_replay_leaves_another_sources_ingestor_payload_alone() -> None:
+    record = parse_record(dead_letter('{"data": "CgRBQVBM"}', "price is not a number", "ingestor", source="yahoo"))
+    plan = replay.plan([record], "price is not a number")
+    assert plan.ticks == []
+    assert plan.not_replayable == {"an ingestor payload of yahoo (only Binance's are re-parsed)": 1}

@@ -19,7 +19,7 @@ ticks = st.builds(
     event_time_ms=st.integers(min_value=1, max_value=4_102_444_800_000),  # up to 2100
     price=st.floats(min_value=1e-12, max_value=1e12, allow_nan=False, allow_infinity=False),
     volume=st.floats(min_value=0, max_value=1e15, allow_nan=False, allow_infinity=False),
-    source=st.sampled_from(["binance", "sim"]),
+    source=st.sampled_from(["binance", "yahoo"]),  # sources whose symbols these are (tickpipe.schema.SYMBOL_RULES)
 )
 
 
@@ -75,7 +75,7 @@ def test_binance_strings_become_numbers_and_symbols_upper_case() -> None:
             "volume must not be negative",
         ),
         (
-            b'{"symbol":"BTC/USDT","timestamp":"2026-01-01T00:00:00Z","price":1,"volume":1,"source":"x"}',
+            b'{"symbol":"BTC/USDT","timestamp":"2026-01-01T00:00:00Z","price":1,"volume":1,"source":"binance"}',
             "invalid symbol",
         ),
         (

@@ -231,26 +231,39 @@ def test_environment_variables_appear_only_where_grafana_expands_them() -> None:
 
 
 # -- the queries, on real databases --------------------------------------------------------------------------------
+def yahoo_price(i: int) -> float:
+    """Yahoo's UPDOWNUSDT, the same symbol as Binance's at the same times: a steady rise from 1000 (no MA cross),
+    through 1032 about 3 minutes before the data ends."""
+    return 1000 + i * 0.02
+
+
 def crafted_rows(now: datetime) -> list[tuple[object, ...]]:
-    """30 minutes at 1 Hz for two symbols: UPDOWN rises then falls (MA crosses), STEADY only rises (none)."""
+    """30 minutes at 1 Hz: Binance's UPDOWN rises then falls (MA crosses), its STEADY only rises (none); Yahoo quotes
+    UPDOWNUSDT too, at other prices that only rise. Rows are (time, symbol, price, volume, MA(5), MA(20), source)."""
     start_ms = int((now - timedelta(minutes=30)).timestamp() * 1000)
-    ticks = []
-    for i in range(1800):
-        updown = 100 + i * 0.05 if i < 1750 else 100 + 1750 * 0.05 - (i - 1750) * 1.0
-        ticks.append(Tick("UPDOWNUSDT", start_ms + i * 1000, updown, 10.0 + i))
-        ticks.append(Tick("STEADYUSDT", start_ms + i * 1000, 50 + i * 0.01, 5.0 + i))
-    frame = expected_rows(ticks)
-    return [
-        (
-            datetime.fromtimestamp(row.ms / 1000, UTC),
-            row.symbol,
-            row.price,
-            row.volume,
-            None if math.isnan(row.ma_short) else row.ma_short,
-            None if math.isnan(row.ma_long) else row.ma_long,
-        )
-        for row in frame.itertuples()
-    ]
+    rows: list[tuple[object, ...]] = []
+    for source, symbols in (("binance", ("UPDOWNUSDT", "STEADYUSDT")), ("yahoo", ("UPDOWNUSDT",))):
+        ticks = []
+        for i in range(1800):
+            updown = 100 + i * 0.05 if i < 1750 else 100 + 1750 * 0.05 - (i - 1750) * 1.0
+            price = {"UPDOWNUSDT": updown, "STEADYUSDT": 50 + i * 0.01}
+            if source == "yahoo":
+                price["UPDOWNUSDT"] = yahoo_price(i)
+            ticks += [Tick(symbol, start_ms + i * 1000, price[symbol], 5.0 + i, source) for symbol in symbols]
+        frame = expected_rows(ticks)
+        rows += [
+            (
+                datetime.fromtimestamp(row.ms / 1000, UTC),
+                row.symbol,
+                row.price,
+                row.volume,
+                None if math.isnan(row.ma_short) else row.ma_short,
+                None if math.isnan(row.ma_long) else row.ma_long,
+                row.source,
+            )
+            for row in frame.itertuples()
+        ]
+    return rows
 
 
 CANDLE_COLUMNS = (
@@ -323,8 +336,9 @@ def load(settings: Settings, now: datetime) -> None:
         for offset in range(0, len(rows), 100):
             columns = list(zip(*rows[offset : offset + 100], strict=True))
             conn.execute(
-                "INSERT INTO price_ticks SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::float8[], "
-                "%s::float8[], %s::float8[], %s::float8[])",
+                "INSERT INTO price_ticks (time, symbol, price, volume, ma_short, ma_long, source) "
+                "SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::float8[], %s::float8[], %s::float8[], "
+                "%s::float8[], %s::text[])",
                 [list(column) for column in columns],
             )
         conn.execute("DELETE FROM candles_1m WHERE symbol = ANY(%s)", [list(CANDLE_SYMBOLS)])
@@ -359,7 +373,7 @@ def run(settings: Settings, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]
 
 def expanded_queries() -> Iterator[tuple[str, str, str, dict[str, str]]]:
     """sql_queries() with each combination of the custom/constant variables a query uses (e.g. once per candle
-    interval for `candles_$interval`)."""
+    interval for `candles_$interval`). The query variables ($source, $symbol) are the caller's."""
     for where, fmt, sql in sql_queries():
         board = where.split(":")[0]
         used = {
@@ -375,10 +389,27 @@ def expanded_queries() -> Iterator[tuple[str, str, str, dict[str, str]]]:
 
 
 @pytest.mark.unit
-def test_candle_queries_run_once_per_candle_interval_of_the_one_source() -> None:
+def test_candle_queries_run_once_per_candle_interval() -> None:
     runs = [variables for where, _, _, variables in expanded_queries() if "candles" in where]
     assert {run.get("interval") for run in runs} == {"1m", "1h", "1d"}
-    assert variable_values("market") == {"interval": ["1m", "1h", "1d"], "source": ["binance"]}
+    assert variable_values("market") == {"interval": ["1m", "1h", "1d"]}
+
+
+@pytest.mark.unit
+def test_every_price_ticks_query_of_the_market_board_reads_one_series_of_the_chosen_source() -> None:
+    """A series is (source, symbol): the same symbol from two sources must never meet in one panel."""
+    names = [variable["name"] for variable in dashboards()["market"]["templating"]["list"]]
+    assert names.index("source") < names.index("symbol")  # Grafana refreshes symbol after the source it depends on
+    queries = [(where, sql) for where, _, sql in sql_queries() if where.startswith("market") and "price_ticks" in sql]
+    assert len(queries) >= 5
+    for where, sql in queries:
+        if "variable source" in where:
+            continue
+        # Each read of price_ticks: `FROM price_ticks [alias]` and its WHERE clause's first line.
+        reads = re.findall(r"FROM price_ticks(?: \w+)?\s+WHERE ([^\n]*)", sql)
+        assert len(reads) == sql.count("FROM price_ticks"), where
+        for clause in reads:
+            assert re.search(r"\b(\w+\.)?source = '\$source'", clause), (where, clause)
 
 
 @pytest.mark.integration
@@ -396,13 +427,16 @@ def test_every_dashboard_sql_query_runs_and_has_the_shape_its_panel_needs(
             time_from=now - span,
             time_to=now,
             interval=interval,
-            variables={"symbol": "UPDOWNUSDT", **variables},
+            variables={"symbol": "UPDOWNUSDT", "source": "binance", **variables},
             timescaledb=timescaledb,
         )
         columns, rows = run(settings, expanded)
         where = f"{where} {variables}"  # noqa: PLW2901 - the same query, named with its variables
         assert rows, f"{where}: no rows"
-        if "variable" in where:
+        if "variable source" in where:
+            assert {row[0] for row in rows} >= {"binance", "yahoo"}, where
+            continue
+        if "variable symbol" in where:
             assert {row[0] for row in rows} >= {"UPDOWNUSDT", "STEADYUSDT"}, where
             continue
         if "annotation" in where:
@@ -429,7 +463,7 @@ def test_the_price_panel_reads_the_last_value_of_each_bucket(database: tuple[Set
             time_from=now - timedelta(hours=1),
             time_to=now,
             interval="60s",
-            variables={"symbol": "STEADYUSDT"},
+            variables={"symbol": "STEADYUSDT", "source": "binance"},
             timescaledb=timescaledb,
         ),
     )
@@ -450,11 +484,17 @@ def test_alert_queries_fire_on_a_cross_and_stay_quiet_otherwise(database: tuple[
     def values(uid: str) -> dict[str, float]:
         columns, rows = run(settings, rules[uid]["data"][0]["model"]["rawSql"])
         assert columns[-1] == "value"
-        return {str(row[0]) if len(row) > 1 else "all": float(row[-1]) for row in rows}
+        return {":".join(map(str, row[:-1])) or "all": float(row[-1]) for row in rows}
 
     crosses = values("tickpipe-ma-cross")
-    assert crosses["UPDOWNUSDT"] > 0  # the fall crossed MA(5) under MA(20)
-    assert crosses["STEADYUSDT"] == 0  # a steady rise never crosses
+    # One instance per (source, symbol): the fall of Binance's UPDOWN crossed MA(5) under MA(20); Yahoo's UPDOWN and
+    # Binance's STEADY, steady rises, never cross (mixed, the two UPDOWN series would cross over and over).
+    assert crosses == {
+        "binance:UPDOWNUSDT": crosses["binance:UPDOWNUSDT"],
+        "binance:STEADYUSDT": 0,
+        "yahoo:UPDOWNUSDT": 0,
+    }
+    assert crosses["binance:UPDOWNUSDT"] > 0
     age = values("tickpipe-no-ticks")["all"]
     assert 0 <= age < 120  # fresh data: the "no new ticks" alert stays quiet
 
@@ -601,24 +641,28 @@ def alert_levels(database: tuple[Settings, bool]) -> Iterator[Callable[..., None
     TimescaleDB engine is shared by the session."""
     settings, _ = database
 
-    def set_levels(*levels: tuple[str, float]) -> None:
+    def set_levels(*levels: tuple[str, float] | tuple[str, float, str]) -> None:
+        """(symbol, level) of binance, or (symbol, level, source)."""
         with psycopg.connect(settings.conninfo("owner"), prepare_threshold=None) as conn:
             conn.execute("DELETE FROM price_alert_levels")
-            for symbol, level in levels:
-                conn.execute("INSERT INTO price_alert_levels (symbol, level) VALUES (%s, %s)", (symbol, level))
+            for symbol, level, *source in levels:
+                conn.execute(
+                    "INSERT INTO price_alert_levels (source, symbol, level) VALUES (%s, %s, %s)",
+                    (source[0] if source else "binance", symbol, level),
+                )
 
     yield set_levels
     set_levels()
 
 
-def price_alert(settings: Settings) -> dict[tuple[str, str], float]:
-    """The price rule's query as Grafana runs it (reader role): {(symbol label, level label): value}."""
+def price_alert(settings: Settings, source: str = "binance") -> dict[tuple[str, str], float]:
+    """The price rule's query as Grafana runs it (reader role): {(symbol label, level label): value} of `source`."""
     rule = next(rule for rule in alert_rules() if rule["uid"] == "tickpipe-price-cross")
     columns, rows = run(settings, rule["data"][0]["model"]["rawSql"])
     # Grafana makes one series per row of a table: string columns become its labels, the numeric one its value.
-    assert columns == ["symbol", "level", "value"]
-    assert all(isinstance(symbol, str) and isinstance(level, str) for symbol, level, _ in rows)
-    return {(symbol, level): float(value) for symbol, level, value in rows}
+    assert columns == ["source", "symbol", "level", "value"]
+    assert all(isinstance(label, str) for row in rows for label in row[:3])
+    return {(symbol, level): float(value) for row_source, symbol, level, value in rows if row_source == source}
 
 
 @pytest.mark.integration
@@ -665,3 +709,84 @@ def test_the_price_alert_counts_crosses_both_ways_a_touch_once_and_one_at_the_wi
     finally:
         with psycopg.connect(settings.conninfo("owner"), prepare_threshold=None) as conn:
             conn.execute("DELETE FROM price_ticks WHERE symbol = 'EDGEUSDT'")
+
+
+# -- two sources quoting the same symbol ------------------------------------------------------------------------------
+@pytest.mark.integration
+def test_the_symbol_variable_lists_the_chosen_sources_symbols_only(database: tuple[Settings, bool]) -> None:
+    settings, _ = database
+    now = datetime.now(UTC)
+    variables = {v["name"]: v for v in dashboards()["market"]["templating"]["list"]}
+    _, sources = run(settings, variables["source"]["query"])
+    assert {row[0] for row in sources} >= {"binance", "yahoo"}
+    assert "coingecko" not in {row[0] for row in sources}  # in tick_sources, but no ticks here
+
+    def symbols(source: str) -> set[str]:
+        sql = expand(variables["symbol"]["query"], time_from=now, time_to=now, variables={"source": source})
+        return {row[0] for row in run(settings, sql)[1]}
+
+    assert symbols("binance") >= {"UPDOWNUSDT", "STEADYUSDT"}
+    assert "UPDOWNUSDT" in symbols("yahoo") and "STEADYUSDT" not in symbols("yahoo")
+    assert symbols("coingecko") == set()
+
+
+@pytest.mark.integration
+def test_the_price_panels_of_one_symbol_show_each_sources_own_ticks(database: tuple[Settings, bool]) -> None:
+    settings, timescaledb = database
+    now = datetime.now(UTC)
+    crafted = crafted_rows(now)
+    sql = panel("market", "price, MA(5)")["targets"][0]["rawSql"]
+    # 1 s buckets: one per tick of the series. Both sources have a tick at every one of these times, so a bucket that
+    # mixed them would show the other source's price or MA (whichever it picked): every value must be the source's.
+    for source in ("binance", "yahoo"):
+        expanded = expand(
+            sql,
+            time_from=now - timedelta(hours=1),
+            time_to=now,
+            interval="1s",
+            variables={"symbol": "UPDOWNUSDT", "source": source},
+            timescaledb=timescaledb,
+        )
+        columns, rows = run(settings, expanded)
+        assert columns == ["time", "price", "MA(5)", "MA(20)"]
+        expected = [(row[2], row[4], row[5]) for row in crafted if row[6] == source and row[1] == "UPDOWNUSDT"]
+        assert len(rows) == len(expected) == 1800, source
+        assert [row[1:] for row in rows] == [pytest.approx(values) for values in expected], source
+    _, rows = market_query(settings, timescaledb, "Last price", source="yahoo")
+    assert rows[0][1] == pytest.approx(yahoo_price(1799))
+    _, rows = market_query(settings, timescaledb, "Last price", source="binance")
+    assert rows[0][1] == pytest.approx(100 + 1750 * 0.05 - 49)
+    _, rows = market_query(settings, timescaledb, "24 h change", source="yahoo")
+    assert rows[0][1] == pytest.approx(100 * (yahoo_price(1799) / yahoo_price(0) - 1))
+
+
+@pytest.mark.integration
+def test_the_ma_cross_annotation_reads_the_chosen_sources_series(database: tuple[Settings, bool]) -> None:
+    settings, timescaledb = database
+    now = datetime.now(UTC)
+    sql = dashboards()["market"]["annotations"]["list"][0]["target"]["rawSql"]
+
+    def crosses(source: str) -> int:
+        expanded = expand(
+            sql,
+            time_from=now - timedelta(hours=1),
+            time_to=now,
+            variables={"symbol": "UPDOWNUSDT", "source": source},
+            timescaledb=timescaledb,
+        )
+        return len(run(settings, expanded)[1])
+
+    assert crosses("binance") > 0
+    assert crosses("yahoo") == 0
+
+
+@pytest.mark.integration
+def test_the_price_alert_compares_a_level_with_its_own_sources_ticks(
+    database: tuple[Settings, bool], alert_levels: Callable[..., None]
+) -> None:
+    settings, _ = database
+    # 150: Binance's UPDOWN fell through it, Yahoo's never came near. 1032: Yahoo's rose through it ~3 minutes ago,
+    # Binance's never came near. Each instance is labelled with its source.
+    alert_levels(("UPDOWNUSDT", 150), ("UPDOWNUSDT", 1032), ("UPDOWNUSDT", 150, "yahoo"), ("UPDOWNUSDT", 1032, "yahoo"))
+    assert price_alert(settings, "binance") == {("UPDOWNUSDT", "150"): 1, ("UPDOWNUSDT", "1032"): 0}
+    assert price_alert(settings, "yahoo") == {("UPDOWNUSDT", "150"): 0, ("UPDOWNUSDT", "1032"): 1}

@@ -485,7 +485,9 @@ def delist_a_connection_then_list_beyond_the_room(assigned: dict[str, list[str]]
         control(exchange, "delist", symbol)
     wait_for(lambda: "2" not in assigned, 30, "the emptied connection closed")
     wait_for(lambda: len(exchange.clients) == 2, 30, "the simulator to see it go")
-    assert REGISTRY.get_sample_value("tickpipe_ingest_exchange_connected", {"feed": "2"}) is None  # gone, not 0
+    assert (
+        REGISTRY.get_sample_value("tickpipe_ingest_exchange_connected", {"source": "binance", "feed": "2"}) is None
+    )  # gone, not 0
     for i in range(12):
         control(exchange, "list", f"NEW{i:02d}USDT")
     wait_for(lambda: sum(map(len, assigned.values())) == 32, 30, "the listings subscribed")

@@ -109,7 +109,9 @@ def feed_of() -> Iterator[object]:
 
 
 def connected(feed: Feed) -> float | None:
-    return REGISTRY.get_sample_value("tickpipe_ingest_exchange_connected", {"feed": feed.feed_name})
+    return REGISTRY.get_sample_value(
+        "tickpipe_ingest_exchange_connected", {"source": feed.source, "feed": feed.feed_name}
+    )
 
 
 def test_a_silent_connection_is_replaced(feed_of: object) -> None:

@@ -275,5 +275,5 @@ def test_an_exchange_refusing_the_connection_is_named_in_one_line_and_the_ingest
     assert "BINANCE_WS_URL" in refused["error"]
     if status == 451:
         assert "restricted region" in refused["error"]
-    assert 'tickpipe_ingest_exchange_connected{feed="0"} 0.0' in text
+    assert 'tickpipe_ingest_exchange_connected{feed="0",source="binance"} 0.0' in text
     assert "Traceback" not in ingestor.log_path.read_text()

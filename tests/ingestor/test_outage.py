@@ -5,6 +5,7 @@ simulated exchange sent (its --record) is counted in Kafka afterwards."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 import urllib.error
@@ -38,6 +39,7 @@ def private_kafka() -> Iterator[TestStack]:
     finally:
         resume(stack)
         stack.local.down()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def broker_pids(stack: TestStack) -> list[int]:

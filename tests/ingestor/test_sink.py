@@ -3,6 +3,7 @@ a stop saves. The outage tests in test_outage.py drive the same code against a r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,20 @@ pytestmark = pytest.mark.unit
 NOWHERE = "127.0.0.1:9"  # discard port: no broker, so nothing is ever delivered
 
 
+_SINKS: list[KafkaSink] = []
+
+
+@pytest.fixture(autouse=True)
+def _producers_end_with_the_test() -> Iterator[None]:
+    """A producer pointed at NOWHERE retries its connection for as long as it exists, logging each refusal: one kept
+    alive by a reference cycle or a traceback would fill the rest of the session's output. Each ends here."""
+    yield
+    while _SINKS:
+        producer = _SINKS.pop().producer
+        producer.purge(in_queue=True, in_flight=True)
+        producer.close()
+
+
 def sink_at(spill: Path | None, queue: int = 3, budget: int = 1 << 20) -> KafkaSink:
     settings = load_settings(
         kafka_bootstrap_servers=NOWHERE,
@@ -24,7 +39,9 @@ def sink_at(spill: Path | None, queue: int = 3, budget: int = 1 << 20) -> KafkaS
         ingest_spill_max_bytes=budget,
         **({"ingest_spill_dir": spill} if spill else {}),
     )
-    return KafkaSink(settings)
+    sink = KafkaSink(settings)
+    _SINKS.append(sink)
+    return sink
 
 
 def ticks(count: int, start: int = 0) -> list[Tick]:

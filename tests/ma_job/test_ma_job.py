@@ -8,7 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -56,9 +56,9 @@ class JobUnderTest:
         assert process.returncode == 0, output
         return output.split("SUBMITTED ")[1].split()[0]
 
-    def wait_for_rows(self, count: int, what: str) -> None:
+    def wait_for_rows(self, count: int, what: str, timeout: float = 120) -> None:
         try:
-            wait_for(lambda: row_count(self.settings) >= count, 120, what)
+            wait_for(lambda: row_count(self.settings) >= count, timeout, what)
         except AssertionError as error:
             raise AssertionError(f"{error}; {self.diagnose()}") from None
 
@@ -116,8 +116,18 @@ def job(
         under_test.cancel_all()
 
 
+def killed(launcher: subprocess.Popen[str]) -> str:
+    """Kill a launcher (and its process group, when it has one of its own) with SIGKILL; the end of its output."""
+    if os.getpgid(launcher.pid) == launcher.pid:  # started in a session of its own: its children go too
+        os.killpg(launcher.pid, signal.SIGKILL)
+    else:
+        launcher.kill()
+    output = launcher.communicate(timeout=30)[0] or ""
+    return output[-2000:]
+
+
 def keyed(ticks: list[Tick]) -> list[tuple[str, bytes]]:
-    return [(t.symbol, t.to_json()) for t in ticks]
+    return [(t.key, t.to_json()) for t in ticks]
 
 
 @pytest.mark.parametrize("job", ["sql", "keyed"], indirect=True)
@@ -132,7 +142,10 @@ def test_moving_averages_match_pandas_and_bad_records_go_to_the_dead_letter_topi
         ("BTCUSDT", ticks[57].to_json()),
         ("BTCUSDT", ticks[0].to_json()),
     ]
-    produce(job.settings, keyed(ticks[:60]) + bad + keyed(ticks[60:]))
+    # The same symbol from another source is a series of its own: its own windows, its own rows.
+    other_source = [replace(t, source="yahoo") for t in random_walk(["BTCUSDT"], 25, seed=99)]
+    produce(job.settings, keyed(ticks[:60]) + bad + keyed(ticks[60:]) + keyed(other_source))
+    ticks += other_source
     job.submit_detached()
 
     job.wait_for_rows(len(ticks), f"{len(ticks)} rows in price_ticks")
@@ -161,16 +174,19 @@ def test_a_killed_job_resumes_from_its_checkpoint_with_one_row_per_tick(job: Job
     launcher = job.command(start_new_session=True)
     resume_point = ResumePoint(job.settings.kafka_group_id)
     try:
-        wait_for(lambda: row_count(job.settings) >= len(first), 120, "the first half in price_ticks")
+        # The launcher's deadline includes the submission (a Python client that builds the job graph).
+        job.wait_for_rows(len(first), "the first half in price_ticks", timeout=240)
         wait_for(resume_point.load, 60, "a completed checkpoint recorded by the launcher")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; the launcher said: {killed(launcher)}") from None
     finally:
-        os.killpg(launcher.pid, signal.SIGKILL)  # the launcher dies without a savepoint...
-        launcher.wait(30)
+        if launcher.poll() is None:
+            killed(launcher)  # the launcher dies without a savepoint...
     job.cancel_all()  # ...and so does the job: only its retained checkpoint is left
     produce(job.settings, keyed(second))
 
     job.submit_detached("--resume-if-possible")
-    wait_for(lambda: row_count(job.settings) >= len(ticks), 120, f"{len(ticks)} rows after the restart")
+    job.wait_for_rows(len(ticks), f"{len(ticks)} rows after the restart")
     # MA(20) right after the restart needs the restored per-symbol windows, not an empty state.
     assert_same_rows(table_rows(job.settings), expected_rows(ticks))
 
@@ -180,7 +196,10 @@ def test_stopping_the_launcher_takes_a_savepoint_and_the_next_start_continues(jo
     ticks = random_walk(["BTCUSDT"], 40, seed=5)
     produce(job.settings, keyed(ticks[:25]))
     launcher = job.command()
-    wait_for(lambda: row_count(job.settings) >= 25, 120, "25 rows in price_ticks")
+    try:
+        job.wait_for_rows(25, "25 rows in price_ticks", timeout=240)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; the launcher said: {killed(launcher)}") from None
     launcher.send_signal(signal.SIGTERM)
     output, _ = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, output
@@ -192,5 +211,5 @@ def test_stopping_the_launcher_takes_a_savepoint_and_the_next_start_continues(jo
 
     produce(job.settings, keyed(ticks[25:]))
     job.submit_detached("--resume-if-possible")
-    wait_for(lambda: row_count(job.settings) >= 40, 120, "40 rows after the restart")
+    job.wait_for_rows(40, "40 rows after the restart")
     assert_same_rows(table_rows(job.settings), expected_rows(ticks))

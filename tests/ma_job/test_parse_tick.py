@@ -86,15 +86,50 @@ def edge_cases() -> list[str]:
         tick(volume=-0.5),
         tick(volume="-1"),
         tick(volume=False),
+        # Per source (tickpipe.schema.SYMBOL_RULES): each source's symbols, stored in its case; an unknown source.
+        tick(source="coingecko", symbol="bitcoin/usd"),
+        tick(source="coingecko", symbol="Wrapped-Bitcoin/EUR"),
+        tick(source="coingecko", symbol="1inch/sats"),
+        tick(source="yahoo", symbol="aapl"),
+        tick(source="yahoo", symbol="^GSPC"),
+        tick(source="yahoo", symbol="EURUSD=X"),
+        tick(source="yahoo", symbol="0700.hk"),
+        tick(source="yahoo", symbol="brk-b"),
+        tick(source="yahoo", symbol="F"),
+        tick(source="yahoo", symbol="Y" * 20),
+        tick(source="coingecko", symbol="BTCUSDT"),
+        tick(source="coingecko", symbol="bitcoin/"),
+        tick(source="coingecko", symbol="-bitcoin/usd"),
+        tick(source="coingecko", symbol="bitcoin/usd/eur"),
+        tick(source="coingecko", symbol="bitcöin/usd"),
+        tick(source="coingecko", symbol="a" * 101 + "/usd"),
+        tick(source="yahoo", symbol="Y" * 21),
+        tick(source="yahoo", symbol="BTC--USD"),
+        tick(source="yahoo", symbol="^^GSPC"),
+        tick(source="yahoo", symbol="bitcoin/usd"),
+        tick(source="yahoo", symbol="\uff21APL"),
+        tick(source="yahoo", symbol=""),
+        tick(source="yahoo", symbol=None),
+        tick(source="binance", symbol="^GSPC"),
+        tick(source="kraken"),
+        tick(source="Binance"),
+        tick(source=None),
+        tick(source=42),
+        tick(source={"a": 1}),
+        tick(source="kraken", symbol="???"),  # an unknown source's symbol has no rule: the source is the reason
+        tick(source="kraken", price=-1),  # ...and the other checks come first, as in both parsers
     ]
 
 
 def random_ticks(count: int) -> list[str]:
     rng = random.Random(3)
     payloads = []
+    symbols = {"binance": "SYM{}USDT", "coingecko": "coin-{}/usd", "yahoo": "^S{}.HK"}
     for _ in range(count):
         price = 10 ** rng.uniform(-10, 9)
-        tick = Tick(f"SYM{rng.randrange(10_000)}", rng.randrange(1, 4_102_444_800_000), price, rng.uniform(0, 1e9))
+        source = rng.choice(list(symbols))
+        symbol = symbols[source].format(rng.randrange(10_000))
+        tick = Tick(symbol, rng.randrange(1, 4_102_444_800_000), price, rng.uniform(0, 1e9), source)
         payloads.append(tick.to_json().decode())
     return payloads
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from tests.conftest import REPO, TestStack
+from tests.migrator.upgrade import assert_source_keys_upgrade
 
 from tickpipe.config import Settings
 from tickpipe.errors import MigrationError
@@ -40,15 +41,16 @@ def test_migrate_creates_the_price_ticks_schema_and_records_it(fresh_database: S
             ("volume", "double precision"),
             ("ma_short", "double precision"),
             ("ma_long", "double precision"),
+            ("source", "text"),
         ]
-        index = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'price_ticks_symbol_time'")
+        index = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'price_ticks_source_symbol_time'")
         assert "UNIQUE INDEX" in index.fetchone()[0]  # type: ignore[index]
         assert conn.execute("SELECT variant FROM schema_migrations WHERE version = 2").fetchone() == ("postgres",)
         # The unique key makes a replayed write an upsert, not a duplicate.
         for price in (1.0, 2.0):
             conn.execute(
                 """INSERT INTO price_ticks VALUES ('2026-01-01Z', 'BTCUSDT', %s, 1, NULL, NULL)
-                            ON CONFLICT (symbol, time) DO UPDATE SET price = EXCLUDED.price""",
+                            ON CONFLICT (source, symbol, time) DO UPDATE SET price = EXCLUDED.price""",
                 (price,),
             )
         assert conn.execute("SELECT count(*), max(price) FROM price_ticks").fetchone() == (1, 2.0)
@@ -102,7 +104,7 @@ def test_reader_may_only_read_and_writer_may_upsert(fresh_database: Settings) ->
     migrate(fresh_database)
     with psycopg.connect(fresh_database.conninfo("writer")) as conn:
         conn.execute("""INSERT INTO price_ticks VALUES ('2026-01-01Z', 'ETHUSDT', 1, 1, NULL, NULL)
-                        ON CONFLICT (symbol, time) DO UPDATE SET price = EXCLUDED.price""")
+                        ON CONFLICT (source, symbol, time) DO UPDATE SET price = EXCLUDED.price""")
     with psycopg.connect(fresh_database.conninfo("reader")) as conn:
         assert conn.execute("SELECT count(*) FROM price_ticks").fetchone() == (1,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -161,3 +163,9 @@ def test_each_version_has_a_variant_for_both_paths() -> None:
     for timescaledb in (True, False):
         versions = [m.version for m in discover(MIGRATIONS, timescaledb)]
         assert versions == sorted(set(versions)) and versions[0] == 1
+
+
+def test_source_keys_upgrade_keeps_every_row(fresh_database: Settings, tmp_path: Path) -> None:
+    """Migration 0007 on a database that already holds Binance rows: nothing lost, every row is Binance's, the same
+    symbol from another source is a row of its own, and a second run changes nothing."""
+    assert_source_keys_upgrade(fresh_database, tmp_path, compress=False)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
+from tests.migrator.upgrade import assert_source_keys_upgrade
 
 from tickpipe.config import Settings
 from tickpipe.migrator.migrate import migrate
@@ -54,3 +57,11 @@ def test_the_timescaledb_path_makes_a_hypertable_with_compression_and_retention(
     before = timescaledb_snapshot(fresh_timescaledb)
     assert migrate(fresh_timescaledb) == []  # a second run changes nothing
     assert timescaledb_snapshot(fresh_timescaledb) == before
+
+
+def test_source_keys_upgrade_keeps_every_row_in_compressed_chunks_too(
+    fresh_timescaledb: Settings, tmp_path: Path
+) -> None:
+    """Migration 0007 on a database that holds Binance rows, a week of them compressed: nothing lost, every row
+    is Binance's, the same symbol from another source is a row of its own, and a second run changes nothing."""
+    assert_source_keys_upgrade(fresh_timescaledb, tmp_path, compress=True)

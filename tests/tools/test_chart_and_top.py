@@ -17,31 +17,42 @@ import talib
 from rich.console import Console
 
 from tests.conftest import REPO, TestStack
+from tickpipe.chart.data import read_series
+from tickpipe.cli import main
 from tickpipe.config import Settings
 from tickpipe.migrator.migrate import migrate
-from tickpipe.top.snapshot import Snapshot, SymbolRow, cross_of, read_symbols, take_snapshot
+from tickpipe.top.snapshot import SERIES_SQL, Snapshot, SymbolRow, cross_of, read_symbols, take_snapshot
 from tickpipe.top.view import render
 
 START = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
-def load_rows(settings: Settings, symbol: str, prices: list[float], start: datetime = START) -> None:
+def load_rows(
+    settings: Settings, symbol: str, prices: list[float], start: datetime = START, source: str = "binance"
+) -> None:
+    """One tick a second of (source, symbol) from `start`, with pandas' MAs (what the job writes)."""
     series = pd.Series(prices)
     ma5, ma20 = series.rolling(5).mean(), series.rolling(20).mean()
     rows = [
-        (start + timedelta(seconds=i), symbol, price, 1.0 + i % 7, _none(ma5[i]), _none(ma20[i]))
+        (start + timedelta(seconds=i), source, symbol, price, 1.0 + i % 7, _none(ma5[i]), _none(ma20[i]))
         for i, price in enumerate(prices)
     ]
     with psycopg.connect(settings.conninfo("owner")) as conn, conn.cursor() as cursor:
-        cursor.executemany("INSERT INTO price_ticks VALUES (%s, %s, %s, %s, %s, %s)", rows)
+        cursor.executemany(
+            "INSERT INTO price_ticks (time, source, symbol, price, volume, ma_short, ma_long) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )
 
 
 def _none(value: float) -> float | None:
     return None if pd.isna(value) else float(value)
 
 
-def load_candles(settings: Settings, symbol: str, closes: list[float], start: datetime = START) -> None:
-    """Closed 1m candles of binance with volumes 1..7 and the indicators TA-Lib gives (NULL until warm)."""
+def load_candles(
+    settings: Settings, symbol: str, closes: list[float], start: datetime = START, source: str = "binance"
+) -> None:
+    """Closed 1m candles of `source` with volumes 1..7 and the indicators TA-Lib gives (NULL until warm)."""
     series = np.array(closes)
     rsi = talib.RSI(series, 14)
     upper, middle, lower = talib.BBANDS(series, 20, 2.0, 2.0)
@@ -50,9 +61,7 @@ def load_candles(settings: Settings, symbol: str, closes: list[float], start: da
         open_ = closes[i - 1] if i else close
         high, low = max(open_, close) * 1.001, min(open_, close) * 0.999
         indicators = (_none(rsi[i]), _none(middle[i]), _none(upper[i]), _none(lower[i]))
-        rows.append(
-            ("binance", symbol, start + timedelta(minutes=i), open_, high, low, close, 1.0 + i % 7, *indicators)
-        )
+        rows.append((source, symbol, start + timedelta(minutes=i), open_, high, low, close, 1.0 + i % 7, *indicators))
     with psycopg.connect(settings.conninfo("owner")) as conn, conn.cursor() as cursor:
         cursor.executemany(
             "INSERT INTO candles_1m (source, symbol, open_time, open, high, low, close, volume, rsi_14, bb_middle, "
@@ -102,6 +111,7 @@ def test_top_reads_the_newest_row_of_every_symbol_and_detects_a_cross(fresh_data
     load_rows(fresh_database, "ETHUSDT", [10.0, 11.0, 12.0])
     rows = {row.symbol: row for row in read_symbols(fresh_database)}
     assert set(rows) == {"BTCUSDT", "ETHUSDT"}
+    assert {row.source for row in rows.values()} == {"binance"}
     assert rows["BTCUSDT"].price == 200.0
     assert rows["BTCUSDT"].cross == "golden"
     assert rows["ETHUSDT"].ma_short is None and rows["ETHUSDT"].cross == ""
@@ -125,16 +135,16 @@ def test_top_shows_the_rsi_of_each_symbols_newest_1m_candle(fresh_database: Sett
 @pytest.mark.unit
 def test_top_prints_rsi_with_its_zone_and_a_dash_until_warm() -> None:
     def row(symbol: str, rsi: float | None) -> SymbolRow:
-        return SymbolRow(symbol, 1.0, None, None, "", 1.0, 0.5, rsi)
+        return SymbolRow("binance", symbol, 1.0, None, None, "", 1.0, 0.5, rsi)
 
     snapshot = Snapshot([row("AAAUSDT", 75.25), row("BBBUSDT", None), row("CCCUSDT", 21.0)], [], 0, 0.0)
     console = Console(width=140, record=True, color_system="truecolor", file=io.StringIO())
     console.print(render(snapshot))
     text = console.export_text(clear=False)
     assert "RSI(14) 1m" in text
-    lines = {line.split("│")[1].strip(): line for line in text.splitlines() if "USDT" in line}
+    lines = {line.split("│")[2].strip(): line for line in text.splitlines() if "USDT" in line}
     assert "75.2" in lines["AAAUSDT"] and "21.0" in lines["CCCUSDT"]
-    assert "—" in lines["BBBUSDT"].split("│")[6]  # the RSI cell
+    assert "—" in lines["BBBUSDT"].split("│")[7]  # the RSI cell
     styled = console.export_text(styles=True)
     assert re.search(r"\x1b\[1;31m *75\.2", styled)  # overbought: bold red
     assert re.search(r"\x1b\[1;32m *21\.0", styled)  # oversold: bold green
@@ -188,7 +198,7 @@ def test_chart_without_candles_or_with_too_many_says_so_in_one_line(fresh_databa
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "tickpipe chart: no candles for BTCUSDT from binance in candles_1m yet (the ma-job writes 1m candles as "
-        "they close; symbols are upper case, e.g. BTCUSDT): try again in a minute, or --ticks for the raw prices"
+        "they close; binance symbols are stored like BTCUSDT): try again in a minute, or --ticks for the raw prices"
     )
     result = chart(fresh_database, stack, "--symbol", "BTCUSDT", "--since", "7d")
     assert result.returncode == 1
@@ -206,7 +216,7 @@ def test_chart_with_ticks_draws_a_png_of_price_and_mas(
     out = tmp_path / "chart.png"
     result = chart(fresh_database, stack, "--symbol", "btcusdt", "--ticks", "--since", "5m", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "301 points of BTCUSDT" in result.stdout  # 5 minutes back from the newest row, inclusive
+    assert "301 points of BTCUSDT from binance" in result.stdout  # 5 minutes back from the newest row, inclusive
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.stat().st_size > 20_000
 
@@ -217,5 +227,109 @@ def test_chart_of_an_unknown_symbol_says_so_in_one_line(fresh_database: Settings
     result = chart(fresh_database, stack, "--symbol", "NOPE", "--ticks")
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "tickpipe chart: no rows for symbol NOPE in price_ticks (symbols are upper case, e.g. BTCUSDT)"
+        "tickpipe chart: no rows for NOPE from binance in price_ticks (binance symbols are stored like BTCUSDT; "
+        "--source picks another source)"
     )
+
+
+# -- two sources quoting the same symbol: two series, never mixed ---------------------------------------------------
+@pytest.mark.integration
+def test_top_shows_one_line_per_source_and_symbol_and_never_mixes_them(fresh_database: Settings) -> None:
+    migrate(fresh_database)
+    # The same symbol at the same times from two sources: Binance's falls then jumps (a golden cross); Yahoo's
+    # (a valid Yahoo symbol too) has 3 ticks of another price level and candles of its own.
+    load_rows(fresh_database, "BTCUSDT", [100.0 - i for i in range(24)] + [200.0])
+    load_rows(fresh_database, "BTCUSDT", [5000.0, 5001.0, 5002.0], source="yahoo")
+    load_rows(fresh_database, "ETHUSDT", [10.0, 11.0])
+    closes = wave(40)
+    load_candles(fresh_database, "BTCUSDT", closes)
+    load_candles(fresh_database, "BTCUSDT", [float(i) for i in range(1, 11)], source="yahoo")  # not warm
+    rows = read_symbols(fresh_database)
+    assert [(row.source, row.symbol) for row in rows] == [
+        ("binance", "BTCUSDT"),
+        ("binance", "ETHUSDT"),
+        ("yahoo", "BTCUSDT"),
+    ]
+    binance, _, yahoo = rows
+    assert (binance.price, binance.cross) == (200.0, "golden")
+    assert binance.ma_short == pytest.approx(np.mean([100.0 - i for i in range(20, 24)] + [200.0]))
+    assert (yahoo.price, yahoo.ma_short, yahoo.cross) == (5002.0, None, "")
+    # The tick rate counts the series' own ticks: 10 of Binance's in its last 10 s, Yahoo's 3 (13 if mixed).
+    assert (binance.ticks_per_second, yahoo.ticks_per_second) == (1.0, 0.3)
+    assert binance.rsi_14 == pytest.approx(talib.RSI(np.array(closes), 14)[-1])
+    assert yahoo.rsi_14 is None  # its own candles are not warm; Binance's RSI is not borrowed
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(render(Snapshot(rows, [], 0, 0.0)))
+    cells = [
+        [cell.strip() for cell in line.split("│")[1:3]] for line in console.export_text().splitlines() if "USDT" in line
+    ]
+    assert cells == [["binance", "BTCUSDT"], ["binance", "ETHUSDT"], ["yahoo", "BTCUSDT"]]
+
+
+@pytest.mark.integration
+def test_top_finds_every_series_with_one_index_probe_each(fresh_database: Settings) -> None:
+    """The loose index scan over (source, symbol): the plan reads price_ticks' key, never the whole table."""
+    migrate(fresh_database)
+    load_rows(fresh_database, "BTCUSDT", [1.0] * 30)
+    load_rows(fresh_database, "BTCUSDT", [2.0] * 30, source="yahoo")
+    with psycopg.connect(fresh_database.conninfo("owner")) as conn:
+        conn.execute("SET enable_seqscan = off")  # a table this small would be read whole: ask for the real plan
+        plan = "\n".join(str(row[0]) for row in conn.execute("EXPLAIN " + SERIES_SQL, {"limit": 50}).fetchall())
+    assert "price_ticks_source_symbol_time" in plan, plan
+    assert "Seq Scan on price_ticks" not in plan, plan
+
+
+@pytest.mark.integration
+def test_chart_of_ticks_reads_the_chosen_sources_series_only(
+    fresh_database: Settings, stack: TestStack, tmp_path: Path
+) -> None:
+    migrate(fresh_database)
+    load_rows(fresh_database, "BTCUSDT", [97000 + 50 * ((i * 7919) % 13 - 6) + i for i in range(600)])
+    yahoo_prices = [50_000.0 + i for i in range(50)]  # at the same times as Binance's first 50
+    load_rows(fresh_database, "BTCUSDT", yahoo_prices, source="yahoo")
+    series = read_series(fresh_database, "BTCUSDT", timedelta(minutes=5), "yahoo")
+    assert (series.source, series.price) == ("yahoo", yahoo_prices)
+    assert series.ma_short[4] == pytest.approx(np.mean(yahoo_prices[:5]))
+    binance = read_series(fresh_database, "BTCUSDT", timedelta(minutes=5))
+    assert len(binance.price) == 301 and min(binance.price) > 90_000  # no Yahoo price among them
+    out = tmp_path / "yahoo.png"
+    result = chart(fresh_database, stack, "--symbol", "btcusdt", "--source", "yahoo", "--ticks", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wrote {out} (50 points of BTCUSDT from yahoo)"
+
+
+@pytest.mark.integration
+def test_chart_takes_each_sources_symbols_in_its_stored_case(
+    fresh_database: Settings, stack: TestStack, tmp_path: Path
+) -> None:
+    migrate(fresh_database)
+    load_rows(fresh_database, "bitcoin/usd", [97000.0 + i for i in range(30)], source="coingecko")
+    load_candles(fresh_database, "bitcoin/usd", wave(30), source="coingecko")
+    out = tmp_path / "coingecko.png"
+    ticks = chart(
+        fresh_database, stack, "--symbol", "Bitcoin/USD", "--source", "coingecko", "--ticks", "--out", str(out)
+    )
+    assert ticks.returncode == 0, ticks.stderr
+    assert ticks.stdout.strip() == f"wrote {out} (30 points of bitcoin/usd from coingecko)"
+    candles = chart(fresh_database, stack, "--symbol", "bitcoin/usd", "--source", "coingecko", "--out", str(out))
+    assert candles.returncode == 0, candles.stderr
+    assert candles.stdout.strip() == f"wrote {out} (30 1m candles of bitcoin/usd from coingecko)"
+    # Binance has no such series; its candles of the symbol are not Coingecko's.
+    assert chart(fresh_database, stack, "--symbol", "BTCUSDT", "--source", "coingecko").stderr.strip() == (
+        "tickpipe chart: not a coingecko symbol: 'BTCUSDT' (expected <coin id>/<vs currency>: an id of letters, "
+        "digits and hyphens, a currency of 2 to 10 letters, e.g. bitcoin/usd)"
+    )
+
+
+@pytest.mark.unit
+def test_a_symbol_that_is_not_the_sources_is_a_one_line_error_before_any_connection(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://tickpipe@127.0.0.1:1/tickpipe")
+    assert main(["chart", "--symbol", "BTC-USD", "--ticks"]) == 1
+    assert capsys.readouterr().err == (
+        "tickpipe chart: not a binance symbol: 'BTC-USD' (expected 2 to 20 letters and digits, e.g. BTCUSDT)\n"
+    )
+    # A Yahoo symbol passes (and the database, which is not there, is asked next).
+    assert main(["chart", "--symbol", "^gspc", "--source", "yahoo", "--ticks"]) == 1
+    assert capsys.readouterr().err.startswith("tickpipe chart: cannot read price_ticks: ")

@@ -162,6 +162,13 @@ INGEST_SPILL_MAX_BYTES: "0"
       name: {{ tpl . $ | quote }}
       key: {{ $.Values.kafkaSecurity.passwordSecret.key | quote }}
 {{- end }}
+{{- with .Values.coingecko.apiKeySecret.name }}
+- name: COINGECKO_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ tpl . $ | quote }}
+      key: {{ $.Values.coingecko.apiKeySecret.key | quote }}
+{{- end }}
 {{- end }}
 
 {{/* The container's env entries: the secret ones, and with leaderElection the pod's own name and namespace. */}}

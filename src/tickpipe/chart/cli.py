@@ -9,10 +9,11 @@ import psycopg
 
 from tickpipe.config import Settings
 from tickpipe.errors import CommandError
+from tickpipe.schema import SOURCES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--symbol", required=True, help="e.g. BTCUSDT")
+    parser.add_argument("--symbol", required=True, help="e.g. BTCUSDT (binance), bitcoin/usd (coingecko), AAPL (yahoo)")
     parser.add_argument(
         "--interval", choices=("1m", "1h", "1d"), default="1m", help="candle length (default 1m; ignored with --ticks)"
     )
@@ -22,7 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how far back from the newest candle or tick: 90s, 15m, 6h, 7d "
         "(default: 2h of 1m, 5d of 1h, 120d of 1d candles; 15m of ticks)",
     )
-    parser.add_argument("--source", default="binance", help="the candles' source (default binance)")
+    parser.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="binance",
+        help="the source of the ticks or candles: a series is (source, symbol) (default binance)",
+    )
     parser.add_argument(
         "--ticks", action="store_true", help="draw the ticks' price with MA(5) and MA(20) instead of candles"
     )
@@ -30,14 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from tickpipe.chart.data import DEFAULT_SINCE, parse_duration, read_candles, read_series
+    from tickpipe.chart.data import DEFAULT_SINCE, parse_duration, parse_symbol, read_candles, read_series
     from tickpipe.chart.plot import plot, plot_candles
 
-    symbol = args.symbol.upper()
+    symbol = parse_symbol(args.symbol, args.source)
     relation = "price_ticks" if args.ticks else f"candles_{args.interval}"
     try:
         if args.ticks:
-            series = read_series(settings, symbol, parse_duration(args.since or "15m"))
+            series = read_series(settings, symbol, parse_duration(args.since or "15m"), args.source)
         else:
             since = parse_duration(args.since or DEFAULT_SINCE[args.interval])
             candles = read_candles(settings, symbol, args.source, args.interval, since)
@@ -45,7 +51,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(f"cannot read {relation}: {str(error).strip().splitlines()[0]}") from None
     if args.ticks:
         out = plot(series, args.out)
-        print(f"wrote {out} ({len(series.times)} points of {series.symbol})")
+        print(f"wrote {out} ({len(series.times)} points of {series.symbol} from {series.source})")
     else:
         out = plot_candles(candles, args.out)
         print(f"wrote {out} ({len(candles.times)} {args.interval} candles of {symbol} from {args.source})")

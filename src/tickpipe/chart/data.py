@@ -1,4 +1,6 @@
-"""Read what a chart draws: one symbol's candles (with their indicators) or its ticks, from the database."""
+"""Read what a chart draws: one series' candles (with their indicators) or its ticks, from the database.
+
+A series is (source, symbol): the same symbol quoted by two sources is two series, never mixed."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import psycopg
 
 from tickpipe.config import Settings
 from tickpipe.errors import ChartError
+from tickpipe.schema import SOURCES, SYMBOL_RULES
 
 MAX_POINTS = 2000
 MAX_CANDLES = 1500  # beyond this a candle is under a pixel wide: ask for a longer interval instead
@@ -28,12 +31,12 @@ SELECT date_bin(%(bucket)s, time, %(since)s) AS bucket,
        (array_agg(ma_short ORDER BY time DESC))[1],
        (array_agg(ma_long ORDER BY time DESC))[1]
 FROM price_ticks
-WHERE symbol = %(symbol)s AND time >= %(since)s
+WHERE source = %(source)s AND symbol = %(symbol)s AND time >= %(since)s
 GROUP BY bucket ORDER BY bucket
 """
 RAW_SQL = """
 SELECT time, price, ma_short, ma_long FROM price_ticks
-WHERE symbol = %(symbol)s AND time >= %(since)s ORDER BY time
+WHERE source = %(source)s AND symbol = %(symbol)s AND time >= %(since)s ORDER BY time
 """
 
 # A candle with the indicators of its close. They are computed on 1m closes only, so a 1h or 1d candle takes them
@@ -52,9 +55,10 @@ ORDER BY c.open_time
 
 @dataclass(frozen=True)
 class Series:
-    """Ticks of one symbol (downsampled to MAX_POINTS buckets over a long range)."""
+    """Ticks of one series, (source, symbol) (downsampled to MAX_POINTS buckets over a long range)."""
 
     symbol: str
+    source: str
     times: list[datetime]
     price: list[float]
     ma_short: list[float | None]
@@ -87,21 +91,47 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
-def read_series(settings: Settings, symbol: str, since: timedelta) -> Series:
+def parse_symbol(text: str, source: str) -> str:
+    """`text` as `source` stores its symbols (btcusdt → BTCUSDT, Bitcoin/USD → bitcoin/usd); ChartError naming the
+    source's rule when it is not one of them (tickpipe.schema.SYMBOL_RULES)."""
+    rule = SYMBOL_RULES.get(source)
+    if rule is None:
+        raise ChartError(f"unknown source {source!r} (expected {', '.join(SOURCES)})")
+    symbol = text.strip()
+    if not rule.matches(symbol):
+        raise ChartError(f"not a {source} symbol: {text!r} (expected {rule.description}, e.g. {example(source)})")
+    return rule.stored(symbol)
+
+
+def example(source: str) -> str:
+    """A symbol of `source` as it is stored: BTCUSDT, bitcoin/usd, AAPL."""
+    rule = SYMBOL_RULES[source]
+    return rule.stored(rule.example.split(",")[0])
+
+
+def read_series(settings: Settings, symbol: str, since: timedelta, source: str = "binance") -> Series:
+    """The ticks of (source, symbol) in the `since` before its newest one (inclusive)."""
     with psycopg.connect(settings.conninfo("reader"), connect_timeout=5) as conn:
-        newest = conn.execute("SELECT max(time) FROM price_ticks WHERE symbol = %s", (symbol,)).fetchone()
+        newest = conn.execute(
+            "SELECT max(time) FROM price_ticks WHERE source = %s AND symbol = %s", (source, symbol)
+        ).fetchone()
         if not newest or newest[0] is None:
-            raise ChartError(f"no rows for symbol {symbol} in price_ticks (symbols are upper case, e.g. BTCUSDT)")
+            raise ChartError(
+                f"no rows for {symbol} from {source} in price_ticks ({source} symbols are stored like "
+                f"{example(source)}; --source picks another source)"
+            )
         # Anchor the range at the newest row, not the wall clock: a chart of a stopped pipeline still shows data.
         start = newest[0] - since
         count_row = conn.execute(
-            "SELECT count(*) FROM price_ticks WHERE symbol = %s AND time >= %s", (symbol, start)
+            "SELECT count(*) FROM price_ticks WHERE source = %s AND symbol = %s AND time >= %s",
+            (source, symbol, start),
         ).fetchone()
         count = count_row[0] if count_row else 0
-        params = {"symbol": symbol, "since": start, "bucket": since / MAX_POINTS}
+        params = {"source": source, "symbol": symbol, "since": start, "bucket": since / MAX_POINTS}
         rows = conn.execute(BUCKETED_SQL if count > MAX_POINTS else RAW_SQL, params).fetchall()
     return Series(
         symbol=symbol,
+        source=source,
         times=[row[0] for row in rows],
         price=[row[1] for row in rows],
         ma_short=[row[2] for row in rows],
@@ -127,7 +157,8 @@ def read_candles(settings: Settings, symbol: str, source: str, interval: str, si
         if not newest or newest[0] is None:
             raise ChartError(
                 f"no candles for {symbol} from {source} in {relation} yet (the ma-job writes 1m candles as they "
-                "close; symbols are upper case, e.g. BTCUSDT): try again in a minute, or --ticks for the raw prices"
+                f"close; {source} symbols are stored like {example(source)}): try again in a minute, or --ticks for "
+                "the raw prices"
             )
         params = {"source": source, "symbol": symbol, "since": newest[0] - since, "length": length}
         rows = conn.execute(CANDLES_SQL.format(relation=relation), params).fetchall()

@@ -99,7 +99,7 @@ def plot(series: Series, out: Path) -> Path:
     # None becomes NaN: matplotlib leaves a gap where the window is not full yet, as the data says.
     top.plot(times, _nan(series.ma_short), label="MA(5)", color="#ff7f0e", linewidth=1.0)
     top.plot(times, _nan(series.ma_long), label="MA(20)", color="#2ca02c", linewidth=1.0)
-    top.set_title(f"{series.symbol} — price, MA(5), MA(20)")
+    top.set_title(f"{series.symbol} ({series.source}) — price, MA(5), MA(20)")
     top.set_ylabel("price")
     top.grid(alpha=0.3)
     top.legend(loc="upper left")

@@ -1,4 +1,4 @@
-"""`tickpipe run [--source sim|binance] [--symbols ...]`: what `make run` calls."""
+"""`tickpipe run [--source binance|coingecko|yahoo] [--live] [--symbols ...]`: what `make run` calls."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tickpipe.config import Settings, load_settings, state_dir
 from tickpipe.errors import TickpipeError
 from tickpipe.logs import get_logger
 from tickpipe.run.pipeline import LocalPipeline, Progress, RunOptions
+from tickpipe.schema import SOURCES
 
 log = get_logger(__name__)
 
@@ -23,10 +24,11 @@ log = get_logger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
-        choices=["sim", "binance"],
-        default="sim",
-        help="sim: the simulated exchange, offline (default); binance: live Binance (needs network)",
+        choices=list(SOURCES),
+        help="where prices come from: binance, coingecko or yahoo (default: SOURCE, else binance); offline on the "
+        "source's simulator unless --live",
     )
+    parser.add_argument("--live", action="store_true", help="the real service instead of its simulator (network)")
     parser.add_argument("--symbols", help="comma-separated symbols (default: SYMBOLS)")
     parser.add_argument("--seed", type=int, default=42, help="simulator random seed (default 42)")
     parser.add_argument("--rate", type=float, default=1.0, help="simulator updates/s per symbol (default 1)")
@@ -65,9 +67,11 @@ def _hung_up(log_path: Path) -> Callable[[int, FrameType | None], None]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    symbols = load_settings(symbols=args.symbols).symbols if args.symbols else ()
+    source = args.source or settings.source
+    symbols = load_settings(source=source, symbols=args.symbols).symbols if args.symbols else ()
     options = RunOptions(
-        source=args.source,
+        source=source,
+        live=args.live,
         symbols=symbols,
         seed=args.seed,
         rate=args.rate,

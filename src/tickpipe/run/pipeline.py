@@ -56,7 +56,8 @@ FLINK_JOBS = ("ma-job", "candle-job")
 
 @dataclass(frozen=True)
 class RunOptions:
-    source: str = "sim"  # "sim" or "binance"
+    source: str = "binance"  # binance, coingecko or yahoo: the ingestor's SOURCE
+    live: bool = False  # the real service; otherwise its simulator, offline
     symbols: tuple[str, ...] = ()
     seed: int = 42
     rate: float = 1.0  # updates per second per symbol, as Binance's @ticker stream
@@ -65,7 +66,7 @@ class RunOptions:
     max_ticks: int | None = None  # the simulator stops publishing after this many updates
 
 
-class BinanceUnreachable(StackError):
+class SourceUnreachable(StackError):
     pass
 
 
@@ -73,7 +74,7 @@ class RestartLimitReached(StackError):
     pass
 
 
-def check_reachable(url: str, timeout: float = 5.0) -> None:
+def check_reachable(source: str, url: str, timeout: float = 5.0) -> None:
     """Fail fast, before starting anything, when the exchange's host cannot be reached (DNS + TCP)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "wss" else 80)
@@ -82,9 +83,9 @@ def check_reachable(url: str, timeout: float = 5.0) -> None:
             return
     except OSError as error:
         reason = error.strerror or type(error).__name__
-    raise BinanceUnreachable(
-        f"cannot reach Binance at {url} (tried DNS + TCP to {host}:{port} within {timeout:.0f} s: {reason}). "
-        "No network? Run offline on the simulated exchange: `make run` (or `tickpipe run --source sim`)."
+    raise SourceUnreachable(
+        f"cannot reach {source} at {url} (tried DNS + TCP to {host}:{port} within {timeout:.0f} s: {reason}). "
+        f"No network? Run offline on its simulator: `make run SOURCE={source}` (or `tickpipe run --source {source}`)."
     )
 
 
@@ -118,23 +119,36 @@ class LocalPipeline:
 
     @property
     def symbols(self) -> tuple[str, ...]:
-        return self.options.symbols or self.settings.symbols
+        if self.options.symbols:
+            return self.options.symbols
+        if self.settings.source == self.options.source:
+            return self.settings.symbols
+        return load_settings(source=self.options.source).symbols  # the source's own default symbols
+
+    @property
+    def source_url(self) -> str:
+        """Where the live source is (its setting): what --live checks and the ingestor connects to."""
+        return {
+            "binance": self.settings.binance_ws_url,
+            "coingecko": self.settings.coingecko_url,
+            "yahoo": self.settings.yahoo_ws_url,
+        }[self.options.source]
 
     @property
     def stack(self) -> LocalStack:
         # STACK_MEMORY=auto sizes the engines by this run's load: Binance's ticker streams send about 1 update/s.
         # SYMBOLS=all-usdt is hundreds of symbols, known only once the ingestor asked the exchange: no known load.
         discovered = ALL_USDT in self.symbols
-        load = None if discovered else len(self.symbols) * (self.options.rate if self.options.source == "sim" else 1.0)
+        load = None if discovered else len(self.symbols) * (1.0 if self.options.live else self.options.rate)
         sizes = EngineSizes.named(self.settings.stack_memory, ticks_per_second=load)
         return LocalStack(self.home, self.settings.jars_dir.resolve(), tied_to_caller=True, sizes=sizes)
 
     # -- start -------------------------------------------------------------------------------------------------
     def start(self, progress: Progress) -> Settings:
         self._claim(progress)
-        if self.options.source == "binance":
-            progress(f"checking that Binance is reachable at {self.settings.binance_ws_url}")
-            check_reachable(self.settings.binance_ws_url)
+        if self.options.live:
+            progress(f"checking that {self.options.source} is reachable at {self.source_url}")
+            check_reachable(self.options.source, self.source_url)
         if not self.options.external:
             stack = self.stack
             already = [row.component for row in stack.status() if row.running]
@@ -153,40 +167,20 @@ class LocalPipeline:
         progress("applying the schema (tickpipe migrate)")
         migrate(self.settings)
 
-        self.exchange_url = self.settings.binance_ws_url
-        if self.options.source == "sim":
-            progress(f"starting the simulated exchange ({len(self.symbols)} symbols)")
-            sim = self._stage(
-                "sim",
-                [
-                    "sim",
-                    "--port",
-                    "0",
-                    "--symbols",
-                    ",".join(self.symbols),
-                    "--seed",
-                    str(self.options.seed),
-                    "--rate",
-                    str(self.options.rate),
-                    *(["--record", str(self.options.record)] if self.options.record else []),
-                    *(["--max-ticks", str(self.options.max_ticks)] if self.options.max_ticks else []),
-                ],
-            )
+        self.exchange_url = self.source_url
+        if not self.options.live:
+            progress(f"starting the simulated {self.options.source} ({len(self.symbols)} symbols)")
+            sim = self._stage("sim", ["sim", "--exchange", self.options.source, "--port", "0", *self._sim_args()])
             self.exchange_url = sim.wait_for_line("READY ", timeout=30).split()[1]
             # A restarted simulator listens where the ingestor already connects.
             sim.args[sim.args.index("--port") + 1] = str(urlsplit(self.exchange_url).port)
-        progress("starting the ingestor")
+        progress(f"starting the ingestor ({self.options.source})")
         ingest_port = free_port()
         ingestor = self._stage(
             "ingestor",
             ["ingest", "--symbols", ",".join(self.symbols)],
-            BINANCE_WS_URL=self.exchange_url,
-            # The simulator answers REST on its WebSocket port (gap repair); live, the setting's own URL.
-            BINANCE_REST_URL=(
-                "http" + self.exchange_url.removeprefix("ws")
-                if self.options.source == "sim"
-                else self.settings.binance_rest_url
-            ),
+            source_env=self._source_env(),
+            SOURCE=self.options.source,
             METRICS_PORT=str(ingest_port),
         )
         self.metrics_urls["ingestor"] = f"http://127.0.0.1:{ingest_port}"
@@ -235,13 +229,19 @@ class LocalPipeline:
         self._write_state()
 
     def _stage(
-        self, name: str, args: list[str], *, stop_signal: signal.Signals = signal.SIGTERM, **env: str
+        self,
+        name: str,
+        args: list[str],
+        *,
+        stop_signal: signal.Signals = signal.SIGTERM,
+        source_env: dict[str, str] | None = None,
+        **env: str,
     ) -> StageProcess:
         stage = StageProcess(
             name,
             args,
             self.home / "logs" / f"{name}.log",
-            env={**os.environ, "LOG_FORMAT": "json", **env},
+            env={**os.environ, "LOG_FORMAT": "json", **(source_env or {}), **env},
             stop_signal=stop_signal,
             marker=marker(self.home),
             tied_to_parent=True,  # started (and restarted) from the run's main thread only
@@ -251,6 +251,53 @@ class LocalPipeline:
         self._write_state()
         return stage
 
+    def _sim_args(self) -> list[str]:
+        """The simulator's options for this run: the symbols, seed and update rate, in each one's terms."""
+        options = self.options
+        common = ["--seed", str(options.seed), "--rate", str(options.rate)]
+        if options.source == "coingecko":
+            # CoinGecko's ids (bitcoin of bitcoin/usd); prices refreshed at the run's rate, not the free tiers'
+            # once a minute, and a plan that lets the poller keep up (_source_env).
+            ids = dict.fromkeys(symbol.split("/")[0] for symbol in self.symbols)
+            refresh = 1.0 / options.rate
+            return [
+                "--symbols",
+                ",".join(ids),
+                *common,
+                "--refresh-seconds",
+                f"{refresh:g}",
+                "--calls-per-minute",
+                "600",
+            ]
+        if options.source == "yahoo":
+            return common  # Yahoo's streamer quotes what its clients subscribe to
+        return [
+            "--symbols",
+            ",".join(self.symbols),
+            *common,
+            *(["--record", str(options.record)] if options.record else []),
+            *(["--max-ticks", str(options.max_ticks)] if options.max_ticks else []),
+        ]
+
+    def _source_env(self) -> dict[str, str]:
+        """The ingestor's settings for where its source is: the simulator's address offline, the settings' live."""
+        url = self.exchange_url
+        if self.options.source == "coingecko":
+            if self.options.live:
+                return {}
+            # The simulator's plan: one poll per refresh (60 a minute at rate 1), no monthly cap.
+            per_minute = max(1, round(60 * self.options.rate / self.settings.coingecko_budget_share))
+            return {"COINGECKO_URL": url, "COINGECKO_CALLS_PER_MINUTE": str(per_minute), "COINGECKO_MONTHLY_CALLS": "0"}
+        if self.options.source == "yahoo":
+            return {} if self.options.live else {"YAHOO_WS_URL": url}
+        return {
+            "BINANCE_WS_URL": url,
+            # The simulator answers REST on its WebSocket port (gap repair); live, the setting's own URL.
+            "BINANCE_REST_URL": self.settings.binance_rest_url
+            if self.options.live
+            else "http" + url.removeprefix("ws"),
+        }
+
     def _write_state(self) -> None:
         watchdog = self._watchdog.pid if self._watchdog else None
         state: dict[str, Any] = {
@@ -258,6 +305,7 @@ class LocalPipeline:
             "since": self._since,
             "started": start_time(os.getpid()),
             "source": self.options.source,
+            "live": self.options.live,
             "exchange_url": self.exchange_url,
             "symbols": list(self.symbols),
             "engines": self.engines,

@@ -132,8 +132,13 @@ class CoinGeckoSim:
             return 401, {"status": {"error_code": 10011, "error_message": message}}, {}
         while self._calls and now - self._calls[0] >= 60.0:
             self._calls.popleft()
-        if now < self._throttled_until or len(self._calls) >= self.options.calls_per_minute:
-            wait = max(self._throttled_until - now, 60.0 - (now - self._calls[0]) if self._calls else 1.0)
+        waits = []  # Retry-After: until the throttle ends and, over the limit, until the oldest call leaves the minute
+        if now < self._throttled_until:
+            waits.append(self._throttled_until - now)
+        if self._calls and len(self._calls) >= self.options.calls_per_minute:
+            waits.append(60.0 - (now - self._calls[0]))
+        if waits:
+            wait = max(waits)
             body = {"status": {"error_code": 429, "error_message": RATE_LIMITED}}
             return 429, body, {"Retry-After": str(max(1, math.ceil(wait)))}
         self._calls.append(now)

@@ -506,6 +506,9 @@ def _java17_module_flags() -> str:
     return found.group(1) if found else ""
 
 
+JDBC_DRIVER_JAR, JDBC_DRIVER_PACKAGE = "postgresql", "org.postgresql."
+
+
 class FlinkCluster(Component):
     """A Flink session cluster from the PyFlink distribution: one JobManager and one TaskManager with 4 slots, or
     `taskmanagers` TaskManagers with 2 slots each (a job spread over processes, one of which can be lost)."""
@@ -522,9 +525,11 @@ class FlinkCluster(Component):
         *,
         sizes: EngineSizes | None = None,
         taskmanagers: int = 1,
+        connector_jars: Path | None = None,
     ) -> None:
         super().__init__(home, log_dir, ports, sizes=sizes)
         self.taskmanagers = taskmanagers
+        self.connector_jars = connector_jars
         self.taskmanager_slots = 4 if taskmanagers == 1 else 2
 
     @property
@@ -552,6 +557,12 @@ class FlinkCluster(Component):
         self.lib_dir.mkdir()
         for jar in [*(flink_home() / "lib").glob("*.jar"), *(flink_home() / "opt").glob("flink-python-*.jar")]:
             (self.lib_dir / jar.name).symlink_to(jar)
+        # The PostgreSQL driver registers itself with java.sql.DriverManager, a JVM-wide registry: loaded from a
+        # job's own jars, it keeps that job's class loader (~10 MB of metaspace) alive after the job ends, and a
+        # session cluster that runs jobs one after another (tests, restarts of `tickpipe run`) dies of
+        # "OutOfMemoryError: Metaspace" after a dozen or two. From lib/, parent-first, it is loaded once.
+        for jar in (self.connector_jars or Path("/nonexistent")).glob(f"{JDBC_DRIVER_JAR}-*.jar"):
+            (self.lib_dir / jar.name).symlink_to(jar.resolve())
         for name in ("log4j-console.properties", "log4j.properties", "logback-console.xml"):
             source = flink_home() / "conf" / name
             if source.exists():
@@ -571,6 +582,7 @@ class FlinkCluster(Component):
             "taskmanager.numberOfTaskSlots": self.taskmanager_slots,
             **self.sizes.flink_settings(),
             "parallelism.default": 1,
+            "classloader.parent-first-patterns.additional": JDBC_DRIVER_PACKAGE,
             "state.checkpoints.dir": f"file://{checkpoints}",
             "state.savepoints.dir": f"file://{self.home / 'savepoints'}",
             "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",

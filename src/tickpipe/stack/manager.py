@@ -122,7 +122,14 @@ class LocalStack:
         if name == "postgres":
             return Postgres(home, logs, ports, tls=self.tls, sizes=sizes)
         if name == "flink":
-            return FlinkCluster(home, logs, ports, sizes=sizes, taskmanagers=int(recorded or self.flink_taskmanagers))
+            return FlinkCluster(
+                home,
+                logs,
+                ports,
+                sizes=sizes,
+                taskmanagers=int(recorded or self.flink_taskmanagers),
+                connector_jars=self.jars_dir / "flink-connectors",
+            )
         raise StackError(f"unknown stack component {name!r} (expected one of {', '.join(COMPONENTS)})")
 
     def _choose_ports(self, name: str, previous: dict[str, int], fixed: bool) -> dict[str, int]:

@@ -108,6 +108,11 @@ class EngineSizes:
         }
         if not self.lean:
             settings["taskmanager.memory.managed.fraction"] = 0.2
+            # Every job leaves 10-15 MB of classes behind in a TaskManager that outlives it (its class loader is not
+            # collected: the PostgreSQL driver's registration was one cause, moved to lib/; others remain), and a
+            # TaskManager whose metaspace is full dies. Flink's 256 MB lasts about 17 jobs: a long-lived session
+            # cluster (`tickpipe stack up`, the tests) gets room for about 35.
+            settings["taskmanager.memory.jvm-metaspace.size"] = "512m"
             return settings
         # Flink's defaults for metaspace, "JVM overhead" and off-heap are sized for big jobs (module docstring).
         settings.update(

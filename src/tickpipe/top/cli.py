@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="refresh period in seconds (default 1)")
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
-    parser.add_argument("--limit", type=int, default=50, help="at most this many symbols (default 50)")
+    parser.add_argument("--limit", type=int, default=50, help="at most this many series, (source, symbol) (default 50)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -17,36 +17,43 @@ from tickpipe.kafka import consumer_config
 from tickpipe.stack.manager import LocalStack
 from tickpipe.stack.memory import MemoryReport, measure, run_processes
 
-# Newest two rows per symbol (the pair tells whether MA(5) just crossed MA(20)) and the tick rate over the last
-# 10 s. The symbol list comes from a loose index scan of (symbol, time DESC): one index probe per symbol, not a
-# scan of the table. RSI(14) is the one of the symbol's newest closed 1m candle (NULL until warm): one probe of
-# candles_1m's primary key (source, symbol, open_time).
-SYMBOLS_SQL = """
-WITH RECURSIVE symbols AS (
-    (SELECT symbol FROM price_ticks ORDER BY symbol LIMIT 1)
+# Newest two rows per series, a series being (source, symbol): the same symbol from two sources is two lines, never
+# one (the pair tells whether MA(5) just crossed MA(20)), and the tick rate over the last 10 s. The series list comes
+# from a loose index scan of price_ticks' key (source, symbol, time DESC): one index probe per series, not a scan of
+# the table. RSI(14) is the one of the series' newest closed 1m candle (NULL until warm): one probe of candles_1m's
+# primary key (source, symbol, open_time).
+SERIES_SQL = """
+WITH RECURSIVE series AS (
+    (SELECT source, symbol FROM price_ticks ORDER BY source, symbol LIMIT 1)
     UNION ALL
-    SELECT (SELECT p.symbol FROM price_ticks p WHERE p.symbol > s.symbol ORDER BY p.symbol LIMIT 1)
-    FROM symbols s WHERE s.symbol IS NOT NULL
+    SELECT next.source, next.symbol
+    FROM series s
+    CROSS JOIN LATERAL (SELECT p.source, p.symbol FROM price_ticks p
+                        WHERE (p.source, p.symbol) > (s.source, s.symbol)
+                        ORDER BY p.source, p.symbol LIMIT 1) next
 )
-SELECT s.symbol, last.time, last.price, last.ma_short, last.ma_long, prev.ma_short, prev.ma_long,
-       (SELECT count(*) FROM price_ticks r WHERE r.symbol = s.symbol AND r.time > last.time - interval '10 seconds'),
+SELECT s.source, s.symbol, last.time, last.price, last.ma_short, last.ma_long, prev.ma_short, prev.ma_long,
+       (SELECT count(*) FROM price_ticks r
+        WHERE r.source = s.source AND r.symbol = s.symbol AND r.time > last.time - interval '10 seconds'),
        extract(epoch FROM clock_timestamp() - last.time),
-       (SELECT c.rsi_14 FROM candles_1m c WHERE c.source = %(source)s AND c.symbol = s.symbol
+       (SELECT c.rsi_14 FROM candles_1m c WHERE c.source = s.source AND c.symbol = s.symbol
         ORDER BY c.open_time DESC LIMIT 1)
-FROM symbols s
-CROSS JOIN LATERAL (SELECT time, price, ma_short, ma_long FROM price_ticks p WHERE p.symbol = s.symbol
-                    ORDER BY time DESC LIMIT 1) last
-LEFT JOIN LATERAL (SELECT ma_short, ma_long FROM price_ticks p WHERE p.symbol = s.symbol AND p.time < last.time
+FROM series s
+CROSS JOIN LATERAL (SELECT time, price, ma_short, ma_long FROM price_ticks p
+                    WHERE p.source = s.source AND p.symbol = s.symbol ORDER BY time DESC LIMIT 1) last
+LEFT JOIN LATERAL (SELECT ma_short, ma_long FROM price_ticks p
+                   WHERE p.source = s.source AND p.symbol = s.symbol AND p.time < last.time
                    ORDER BY time DESC LIMIT 1) prev ON true
-WHERE s.symbol IS NOT NULL
-ORDER BY s.symbol
+ORDER BY s.source, s.symbol
 LIMIT %(limit)s
 """
-CANDLE_SOURCE = "binance"  # the source of the candles whose RSI is shown (ticks carry no source yet)
 
 
 @dataclass(frozen=True)
 class SymbolRow:
+    """The newest tick of one series: (source, symbol)."""
+
+    source: str
     symbol: str
     price: float
     ma_short: float | None
@@ -86,18 +93,20 @@ def cross_of(ma_short: float | None, ma_long: float | None, prev_short: float | 
 
 
 def read_symbols(settings: Settings, limit: int = 50) -> list[SymbolRow]:
+    """One row per (source, symbol) in price_ticks, ordered by source then symbol, at most `limit`."""
     with psycopg.connect(settings.conninfo("reader"), connect_timeout=3) as conn:
-        rows = conn.execute(SYMBOLS_SQL, {"limit": limit, "source": CANDLE_SOURCE}).fetchall()
+        rows = conn.execute(SERIES_SQL, {"limit": limit}).fetchall()
     return [
         SymbolRow(
-            symbol=row[0],
-            price=row[2],
-            ma_short=row[3],
-            ma_long=row[4],
-            cross=cross_of(row[3], row[4], row[5], row[6]),
-            ticks_per_second=row[7] / 10.0,
-            age_seconds=float(row[8]),
-            rsi_14=row[9],
+            source=row[0],
+            symbol=row[1],
+            price=row[3],
+            ma_short=row[4],
+            ma_long=row[5],
+            cross=cross_of(row[4], row[5], row[6], row[7]),
+            ticks_per_second=row[8] / 10.0,
+            age_seconds=float(row[9]),
+            rsi_14=row[10],
         )
         for row in rows
     ]

@@ -1,4 +1,4 @@
-"""Render a Snapshot with rich: a price table per symbol and a health line per stage."""
+"""Render a Snapshot with rich: a price table with a line per (source, symbol) and a health line per stage."""
 
 from __future__ import annotations
 
@@ -36,13 +36,14 @@ def memory_detail(report: MemoryReport, largest: int = 4) -> str:
 
 def render(snapshot: Snapshot) -> RenderableType:
     prices = Table(title="tickpipe — prices", expand=True)
-    for column in ("symbol", "last", "MA(5)", "MA(20)", "cross", "RSI(14) 1m", "ticks/s", "age"):
-        prices.add_column(column, justify="left" if column in {"symbol", "cross"} else "right")
+    for column in ("source", "symbol", "last", "MA(5)", "MA(20)", "cross", "RSI(14) 1m", "ticks/s", "age"):
+        prices.add_column(column, justify="left" if column in {"source", "symbol", "cross"} else "right")
     for row in snapshot.symbols:
         trend = ""
         if row.ma_short is not None and row.ma_long is not None:
             trend = "MA5 > MA20" if row.ma_short > row.ma_long else "MA5 < MA20"
         prices.add_row(
+            row.source,
             row.symbol,
             _number(row.price),
             _number(row.ma_short),
@@ -53,7 +54,7 @@ def render(snapshot: Snapshot) -> RenderableType:
             Text(f"{row.age_seconds:.1f} s", style="red" if row.age_seconds > 10 else ""),
         )
     if not snapshot.symbols:
-        prices.add_row("(no rows yet)", "", "", "", "", "", "", "")
+        prices.add_row("(no rows yet)", "", "", "", "", "", "", "", "")
 
     health = Table(title="pipeline health", expand=True, show_header=False)
     health.add_column("stage")

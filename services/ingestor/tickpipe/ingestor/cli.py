@@ -19,7 +19,8 @@ log = get_logger("tickpipe.ingestor")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--symbols",
-        help="comma-separated symbols, e.g. btcusdt,ethusdt, or all-usdt: every USDT pair trading (default: SYMBOLS)",
+        help="comma-separated symbols of SOURCE, e.g. btcusdt,ethusdt or all-usdt (binance: every USDT pair trading), "
+        "bitcoin/usd (coingecko), AAPL,BTC-USD,^GSPC (yahoo) (default: SYMBOLS)",
     )
     parser.add_argument(
         "--flush-timeout", type=float, default=30.0, help="seconds to deliver queued ticks on shutdown (default 30)"
@@ -43,14 +44,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, request_stop)
     ingestor.start()
+    exchange = {"coingecko": settings.coingecko_url, "yahoo": settings.yahoo_ws_url}.get(
+        settings.source, settings.binance_ws_url
+    )
     log.info(
         "ingestor_started",
+        source=settings.source,
         symbols="all-usdt (discovering)" if ingestor.discovery is not None else len(symbols),
         connections=len(ingestor.feeds),
-        exchange=settings.binance_ws_url,
+        exchange=exchange,
         topic=settings.kafka_topic,
-        candles_topic=settings.kafka_candles_topic if settings.ingest_klines else None,
-        repair_from=settings.binance_rest_url if settings.ingest_klines else None,
+        candles_topic=settings.kafka_candles_topic if ingestor.repairer is not None else None,
+        repair_from=settings.binance_rest_url if ingestor.repairer is not None else None,
         metrics_port=server.port,
     )
     stop.wait()

@@ -76,6 +76,7 @@ class Feed(threading.Thread):
         connect: ConnectionFactory = Connection,
         backoff: Backoff | None = None,
         streams: Sequence[str] | None = None,
+        source: str = "binance",
     ) -> None:
         """`url`: the URL every connection opens; with `streams`, the exchange's endpoint (ws://host:port) and each
         connection opens the combined-stream URL of the feed's streams at that moment."""
@@ -92,7 +93,8 @@ class Feed(threading.Thread):
         self.connected_once = threading.Event()
         self.last_error: str | None = None
         self._generation = 0
-        self._connected = metrics.EXCHANGE_CONNECTED.labels(name)
+        self.source = source
+        self._connected = metrics.EXCHANGE_CONNECTED.labels(source, name)
         self._connected.set(0)
 
     @property

@@ -1,16 +1,17 @@
-"""The ingestor's Prometheus metrics (names prefixed `tickpipe_ingest_`)."""
+"""The ingestor's Prometheus metrics (names prefixed `tickpipe_ingest_`). Per-symbol and per-feed metrics carry the
+`source` (binance, coingecko, yahoo: SOURCE) too: one ingestor reads one source, several may share a Prometheus."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-MESSAGES = Counter("tickpipe_ingest_messages", "Ticks received from the exchange and accepted", ["symbol"])
+MESSAGES = Counter("tickpipe_ingest_messages", "Ticks received from the exchange and accepted", ["source", "symbol"])
 PRODUCED = Counter("tickpipe_ingest_produced", "Records acknowledged by Kafka", ["topic"])
 PRODUCE_FAILED = Counter("tickpipe_ingest_produce_failed", "Records Kafka refused for good", ["topic"])
 DEAD_LETTERS = Counter("tickpipe_ingest_dlq", "Messages sent to the dead-letter topic", ["reason"])
 DUPLICATES = Counter("tickpipe_ingest_duplicates", "Ticks dropped as already sent (reconnect/rotation overlap)")
-GAPS = Counter("tickpipe_ingest_gaps", "Holes in a symbol's event times after an unplanned drop", ["symbol"])
-GAP_SECONDS = Counter("tickpipe_ingest_gap_seconds", "Total length of those holes", ["symbol"])
+GAPS = Counter("tickpipe_ingest_gaps", "Holes in a symbol's event times after an unplanned drop", ["source", "symbol"])
+GAP_SECONDS = Counter("tickpipe_ingest_gap_seconds", "Total length of those holes", ["source", "symbol"])
 RECONNECTS = Counter("tickpipe_ingest_reconnects", "Unplanned reconnections", ["reason"])
 ROTATIONS = Counter("tickpipe_ingest_rotations", "Planned connection rotations", ["trigger"])
 CONNECTIONS = Gauge("tickpipe_ingest_connections", "Open exchange connections")
@@ -21,7 +22,9 @@ BLOCKED_SECONDS = Gauge(
     "tickpipe_ingest_blocked_seconds", "How long the exchange's reader has been held by a full queue (no disk buffer)"
 )
 EXCHANGE_CONNECTED = Gauge(
-    "tickpipe_ingest_exchange_connected", "1 while the feed has a live exchange connection", ["feed"]
+    "tickpipe_ingest_exchange_connected",
+    "1 while the feed has a live exchange connection (CoinGecko: while its last poll was answered)",
+    ["source", "feed"],
 )
 SPILL_WRITTEN = Counter("tickpipe_ingest_spill_written", "Records appended to the disk buffer (queue full)", ["topic"])
 SPILL_REPLAYED = Counter(
@@ -78,4 +81,17 @@ SYMBOL_CHANGES = Counter(
 )
 SUBSCRIPTION_REQUESTS = Counter(
     "tickpipe_ingest_subscription_requests", "Live SUBSCRIBE/UNSUBSCRIBE requests sent to the exchange", ["method"]
+)
+POLL_REQUESTS = Counter(
+    "tickpipe_ingest_poll_requests",
+    "Requests of a polled source (CoinGecko), by HTTP status or error",
+    ["source", "status"],
+)
+POLL_INTERVAL = Gauge(
+    "tickpipe_ingest_poll_interval_seconds", "The polled source's interval, computed from its plan's budget", ["source"]
+)
+UNCHANGED = Counter(
+    "tickpipe_ingest_unchanged",
+    "Polled quotes not published: their update time had not changed since the last poll (not a new tick)",
+    ["source"],
 )

@@ -1,5 +1,10 @@
 """The ingestor: feeds of exchange connections → normalize → de-duplicate → Kafka (ticks) or DLQ (the rest).
 
+One source per process (SOURCE): Binance's WebSocket streams (this module, feed.py, normalize.py), CoinGecko's REST
+API polled (coingecko.py) or Yahoo Finance's streamer (yahoo.py). Every source hands its ticks to the same TickRouter
+(at most once per symbol and event time) and the same sink (Kafka `price-ticks`, the bounded queue, the disk buffer,
+the dead-letter topic); only Binance has candles, gap repair and symbol discovery.
+
 The symbols are SYMBOLS, or with SYMBOLS=all-usdt what discovery finds (tickpipe.ingestor.discovery), changed while
 running: either way `apply_symbols` plans which connection carries which symbol (at most
 INGEST_STREAMS_PER_CONNECTION streams each) and carries the plan out.
@@ -16,6 +21,7 @@ from typing import Any
 from tickpipe.candle_schema import WireCandle
 from tickpipe.config import ALL_USDT, Settings
 from tickpipe.ingestor import metrics
+from tickpipe.ingestor.coingecko import CoinGeckoPoller
 from tickpipe.ingestor.connection import AttemptBudget, Connection, ConnectionFactory
 from tickpipe.ingestor.discovery import Discovery, named, plan, streams_of
 from tickpipe.ingestor.feed import Feed, FeedPolicy, combined_url
@@ -25,6 +31,7 @@ from tickpipe.ingestor.repair import CandleLedger, CandlePublisher, Repairer
 from tickpipe.ingestor.rest import RestClient
 from tickpipe.ingestor.sink import KafkaSink
 from tickpipe.ingestor.standby import LeaderGate, Role, identity, lease_store, newest_in_topic
+from tickpipe.ingestor.yahoo import yahoo_feed
 from tickpipe.logs import get_logger
 from tickpipe.schema import InvalidTick, Tick
 
@@ -48,7 +55,7 @@ class TickRouter:
     """Every message from every connection passes here: ticks go on at most once per (symbol, event time)."""
 
     sink: KafkaSink | LeaderGate
-    gap_after_ms: int
+    gap_after_ms: int | None  # None: no gap reports (a polled source, a market that closes: silence is normal)
     last_event_ms: dict[str, int] = field(default_factory=dict)
     last_message_at: float = field(default_factory=time.monotonic)
     sent: int = 0
@@ -74,16 +81,21 @@ class TickRouter:
         if not isinstance(item, Tick):  # one test on the hot path: nearly every message is a tick
             self._other(connection, item)
             return
-        tick = item
+        self.accept(item)
+
+    def accept(self, tick: Tick) -> bool:
+        """Send `tick` on unless a tick of its symbol at the same or a later event time was sent; True if sent.
+        (Sources other than Binance call this directly with the ticks they made.)"""
+        self.last_message_at = time.monotonic()
         with self._lock:
             last = self.last_event_ms.get(tick.symbol)
             if last is not None and tick.event_time_ms <= last:
                 metrics.DUPLICATES.inc()  # the same update from the overlap of two connections
-                return
-            if last is not None and tick.event_time_ms - last > self.gap_after_ms:
+                return False
+            if last is not None and self.gap_after_ms is not None and tick.event_time_ms - last > self.gap_after_ms:
                 gap_s = (tick.event_time_ms - last) / 1000
-                metrics.GAPS.labels(tick.symbol).inc()
-                metrics.GAP_SECONDS.labels(tick.symbol).inc(gap_s)
+                metrics.GAPS.labels(tick.source, tick.symbol).inc()
+                metrics.GAP_SECONDS.labels(tick.source, tick.symbol).inc(gap_s)
                 log.warning("gap", symbol=tick.symbol, after=last, before=tick.event_time_ms, seconds=gap_s)
             self.last_event_ms[tick.symbol] = tick.event_time_ms
             # Under the lock: per-symbol order into Kafka is the exchange's order even with two connections.
@@ -91,8 +103,9 @@ class TickRouter:
             self.sent += 1
         counter = self._accepted.get(tick.symbol)
         if counter is None:
-            counter = self._accepted[tick.symbol] = metrics.MESSAGES.labels(tick.symbol)
+            counter = self._accepted[tick.symbol] = metrics.MESSAGES.labels(tick.source, tick.symbol)
         counter.inc()
+        return True
 
     def forget(self, symbols: tuple[str, ...]) -> None:
         """Delisted symbols: if one trades again later, the pause is not a gap of ours."""
@@ -131,10 +144,12 @@ class Ingestor:
             )
         else:
             metrics.LEADER.set(1)
-        self.router = TickRouter(self.gate or self.sink, settings.ingest_gap_after_ms)
+        binance = settings.source == "binance"
+        self.router = TickRouter(self.gate or self.sink, settings.ingest_gap_after_ms if binance else None)
         # Closed 1m candles, and the repair of the minutes missed (tickpipe.ingestor.repair): the leader's job alone.
         self.repairer: Repairer | None = None
-        if settings.ingest_klines:
+        self.poller: CoinGeckoPoller | None = None
+        if settings.ingest_klines and binance:
             gate = self.gate
             leading = (lambda: gate.role is Role.LEADER) if gate is not None else (lambda: True)
             ledger = CandleLedger()
@@ -153,7 +168,13 @@ class Ingestor:
         self._feed_numbers = 0
         self._started = False
         self.discovery: Discovery | None = None
-        if discover:
+        if settings.source == "coingecko":
+            self.poller = CoinGeckoPoller(settings, symbols, self.router.accept, self.router.sink, self.stop_event)
+            metrics.SYMBOLS.set(len(symbols))
+        elif settings.source == "yahoo":
+            self.feeds.append(yahoo_feed(settings, symbols, self.router, self.budget))
+            metrics.SYMBOLS.set(len(symbols))
+        elif discover:
             weight = settings.ingest_repair_max_weight_per_minute  # the ingestor's REST budget (exchangeInfo: 20)
             client = RestClient(settings.binance_rest_url, weight, self.stop_event)
             self.discovery = Discovery(
@@ -227,7 +248,7 @@ class Ingestor:
         feed.stop_event.set()
         if feed.ident is not None:
             feed.join(10)
-        metrics.EXCHANGE_CONNECTED.remove(feed.feed_name)  # not "disconnected": gone
+        metrics.EXCHANGE_CONNECTED.remove(feed.source, feed.feed_name)  # not "disconnected": gone
         log.info("connection_closed_empty", feed=feed.feed_name)
 
     def start(self) -> None:
@@ -243,6 +264,8 @@ class Ingestor:
                 feed.start()
         if self.discovery is not None:
             self.discovery.start()
+        if self.poller is not None:
+            self.poller.start()
 
     def live(self) -> tuple[bool, str]:
         dead = [feed.feed_name for feed in list(self.feeds) if not feed.is_alive()]
@@ -250,6 +273,8 @@ class Ingestor:
             return False, f"feeds stopped: {dead}"
         if self.discovery is not None and self.discovery.ident is not None and not self.discovery.is_alive():
             return False, "symbol discovery stopped"
+        if self.poller is not None and self.poller.ident is not None and not self.poller.is_alive():
+            return False, "poller stopped"
         if self.sink.fatal:
             return False, f"producer unusable: {self.sink.fatal}"
         return True, "ok"
@@ -271,6 +296,8 @@ class Ingestor:
             feed.stop_event.set()
         for feed in feeds:
             feed.join(10)
+        if self.poller is not None and self.poller.ident is not None:
+            self.poller.join(15)  # a request under way ends within its timeout
         if self.repairer is not None:  # holes found before the stop are repaired now (bounded): not found again later
             self.repairer.finish(min(10.0, flush_timeout / 2))
         undelivered = self.sink.close(flush_timeout)

@@ -30,7 +30,7 @@ from tickpipe.candle_schema import WireCandle
 from tickpipe.config import Settings, state_dir
 from tickpipe.errors import ConfigError
 from tickpipe.ingestor import metrics
-from tickpipe.ingestor.normalize import SOURCE, reason_kind
+from tickpipe.ingestor.normalize import reason_kind
 from tickpipe.ingestor.spill import Record, SpillLog
 from tickpipe.kafka import producer_config
 from tickpipe.logs import get_logger
@@ -71,6 +71,7 @@ def open_spill(settings: Settings) -> SpillLog | None:
 class KafkaSink:
     def __init__(self, settings: Settings) -> None:
         self.topic, self.dlq_topic = settings.kafka_topic, settings.kafka_dlq_topic
+        self.source = settings.source  # named in dead letters and metrics
         self.candles_topic = settings.kafka_candles_topic
         self.spill = open_spill(settings)
         self.producer = Producer(
@@ -130,7 +131,7 @@ class KafkaSink:
 
     # -- the hot path ----------------------------------------------------------------------------------------------
     def send(self, tick: Tick) -> None:
-        value, key = tick.to_json(), tick.symbol.encode()
+        value, key = tick.to_json(), tick.key.encode()
         # Read without the lock. Ticks come one at a time (TickRouter's lock), so only a dead letter's overflow can
         # set it meanwhile: this tick, produced directly, is then still older than every tick spilled after it. A
         # stale True only costs a trip through _overflow, which re-checks it under the lock.
@@ -164,7 +165,7 @@ class KafkaSink:
         log.warning(
             "dead_letter", reason=reason, raw=(raw if isinstance(raw, str) else raw.decode(errors="replace"))[:200]
         )
-        value = dead_letter(raw, reason, STAGE, source=SOURCE)
+        value = dead_letter(raw, reason, STAGE, source=self.source)
         if not self._spilling:
             try:
                 self.producer.produce(self.dlq_topic, value=value, key=None)
@@ -237,8 +238,8 @@ class KafkaSink:
     def _end_drops(self) -> None:
         for symbol, (first, last, count) in sorted(self._drops.items()):
             seconds = (last - first) / 1000
-            metrics.GAPS.labels(symbol).inc()
-            metrics.GAP_SECONDS.labels(symbol).inc(seconds)
+            metrics.GAPS.labels(self.source, symbol).inc()
+            metrics.GAP_SECONDS.labels(self.source, symbol).inc(seconds)
             log.warning(
                 "gap", symbol=symbol, first_lost=first, last_lost=last, lost=count, seconds=seconds, cause="spill_full"
             )

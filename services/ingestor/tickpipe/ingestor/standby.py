@@ -131,7 +131,7 @@ class LeaderGate:
                         seconds=(ticks[0].event_time_ms - sent_ms) / 1000,
                         hint="raise INGEST_STANDBY_BUFFER_SECONDS",
                     )
-                    metrics.GAPS.labels(symbol).inc()
+                    metrics.GAPS.labels(ticks[0].source, symbol).inc()
                 for tick in ticks:
                     if sent_ms is None or tick.event_time_ms > sent_ms:
                         self.sink.send(tick)

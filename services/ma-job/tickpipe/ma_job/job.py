@@ -3,12 +3,13 @@
 Two engines, one definition, chosen by MA_ENGINE (`--engine`): `sql` (sql_engine.py, the window maths in the
 JVM) and `keyed`, the readable reference below:
 
-    kafka source ─ parse (tickpipe.schema) ─┬─ keyBy(symbol) ─ moving averages ─┬─ price_ticks (JDBC upsert)
+    kafka source ─ parse (tickpipe.schema) ─┬─ keyBy(series) ─ moving averages ─┬─ price_ticks (JDBC upsert)
                                             └─ not a tick ─────────┐           └─ stale tick ─┐
                                                                    └──────── dead letters (Kafka DLQ) ──┘
 
-Exactly-once where it matters: offsets and per-symbol windows are checkpointed together, and the sink writes
-idempotent upserts on (symbol, time) and flushes on every checkpoint, so a restart replays into the same rows.
+A series is one symbol of one source (tickpipe.schema.series_key). Exactly-once where it matters: offsets and
+per-series windows are checkpointed together, and the sink writes idempotent upserts on (source, symbol, time) and
+flushes on every checkpoint, so a restart replays into the same rows.
 `main()` is the entry point Flink runs (`-pym tickpipe.ma_job.job`, the FlinkDeployment's PythonDriver);
 `tickpipe ma-job` submits it to a running session cluster.
 """
@@ -39,11 +40,12 @@ from tickpipe.schema import InvalidTick, Tick, dead_letter, parse_tick
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 TICK = Types.ROW_NAMED(
-    ["symbol", "event_time_ms", "price", "volume"], [Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.DOUBLE()]
+    ["series", "symbol", "event_time_ms", "price", "volume", "source"],
+    [Types.STRING(), Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.DOUBLE(), Types.STRING()],
 )
 ROW = Types.ROW_NAMED(
-    ["event_time_ms", "symbol", "price", "volume", "ma_short", "ma_long"],
-    [Types.LONG(), Types.STRING(), Types.DOUBLE(), Types.DOUBLE(), Types.DOUBLE(), Types.DOUBLE()],
+    ["event_time_ms", "source", "symbol", "price", "volume", "ma_short", "ma_long"],
+    [Types.LONG(), Types.STRING(), Types.STRING(), Types.DOUBLE(), Types.DOUBLE(), Types.DOUBLE(), Types.DOUBLE()],
 )
 
 
@@ -60,27 +62,27 @@ class ParseTicks(ProcessFunction):  # type: ignore[misc]
             self.rejected.inc()
             yield DEAD_LETTERS, dead_letter(value, str(error), STAGE).decode()
             return
-        yield Row(tick.symbol, tick.event_time_ms, tick.price, tick.volume)
+        yield Row(tick.key, tick.symbol, tick.event_time_ms, tick.price, tick.volume, tick.source)
 
 
 class MovingAverages(KeyedProcessFunction):  # type: ignore[misc]
-    """Per symbol: append the tick to its window and emit the row with MA(5) and MA(20)."""
+    """Per series: append the tick to its window and emit the row with MA(5) and MA(20)."""
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.window = runtime_context.get_state(ValueStateDescriptor("window", Types.PICKLED_BYTE_ARRAY()))
         self.stale = runtime_context.get_metrics_group().counter("ticks_stale")
 
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Any:
-        symbol, event_time_ms, price, volume = value
+        _, symbol, event_time_ms, price, volume, source = value
         window = SymbolWindow.from_state(self.window.value())
         if not window.accepts(event_time_ms):
             self.stale.inc()
-            raw = Tick(symbol, event_time_ms, price, volume).to_json()
+            raw = Tick(symbol, event_time_ms, price, volume, source).to_json()
             yield DEAD_LETTERS, dead_letter(raw, stale_reason(event_time_ms, window.last_event_time_ms), STAGE).decode()
             return
         averages = window.add(event_time_ms, price)
         self.window.update(window.to_state())
-        yield Row(event_time_ms, symbol, price, volume, averages.ma_short, averages.ma_long)
+        yield Row(event_time_ms, source, symbol, price, volume, averages.ma_short, averages.ma_long)
 
 
 # Under JARS_DIR, as `make setup` lays them out: the Kafka and JDBC connectors with the PostgreSQL driver (Maven
@@ -154,8 +156,8 @@ def _build_keyed(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment,
     t_env.create_temporary_view("moving_averages", t_env.from_data_stream(rows))
     t_env.create_temporary_view("rejected", t_env.from_data_stream(dead))
     statements.add_insert_sql(
-        "INSERT INTO price_ticks SELECT CAST(TO_TIMESTAMP_LTZ(event_time_ms, 3) AS TIMESTAMP(3)), symbol, price, "
-        "volume, ma_short, ma_long FROM moving_averages"
+        "INSERT INTO price_ticks SELECT CAST(TO_TIMESTAMP_LTZ(event_time_ms, 3) AS TIMESTAMP(3)), source, symbol, "
+        "price, volume, ma_short, ma_long FROM moving_averages"
     )
     statements.add_insert_sql("INSERT INTO dead_letters SELECT f0 FROM rejected")
 

@@ -4,8 +4,10 @@
                             └─ NEWEST_BEFORE(ts) OVER ─┬─ (not newer) ────────── dead_letters
                                                        └─ LAG(price, 1..19) OVER ─ price_ticks
 
-Windows are ordered by processing time: Kafka's key = symbol keeps each symbol's ticks in order, and no
-watermark means an idle partition cannot stall the job. MA(n) is the plain sum of the current price and n-1 LAGs
+Windows are per series (tickpipe.schema.series_key: the symbol for Binance, `<source>:<symbol>` for the other
+sources) and ordered by processing time: the series is also the Kafka key, which keeps each series' ticks in order,
+and no watermark means an idle partition cannot stall the job. A Binance series keeps the key it had before sources
+existed, so the windows of a savepoint taken before carry on. MA(n) is the plain sum of the current price and n-1 LAGs
 (never a running sum with retraction, which leaves rounding residue after a jump across orders of magnitude),
 NULL until n ticks of the symbol have been seen. Parsing (PARSE_TICK) and the newest-time check (NEWEST_BEFORE) are
 two small Java functions (services/ma-job/udf): the parser follows `tickpipe.schema.parse_tick`, reason texts
@@ -33,17 +35,19 @@ FUNCTIONS = {
     "NEWEST_BEFORE": "dev.tickpipe.flink.NewestBefore",
 }
 
-# One row per record: the tick's fields, or the reason it is not a tick (the rules of tickpipe.schema.parse_tick).
+# One row per record: the tick's fields and its series, or the reason it is not a tick (the rules of
+# tickpipe.schema.parse_tick).
 PARSED = """
-SELECT proc, p.symbol, p.ts, p.price, p.volume, p.source, p.reason, p.rejected_raw, p.raw_length
+SELECT proc, p.symbol, p.ts, p.price, p.volume, p.source, p.reason, p.rejected_raw, p.raw_length,
+  CASE WHEN p.source = 'binance' THEN p.symbol ELSE CONCAT(p.source, ':', p.symbol) END AS series
 FROM ticks_raw_timed, LATERAL TABLE(PARSE_TICK(payload)) AS p"""
 
 # The newest event time among the symbol's earlier valid ticks: a tick that is not after it is a duplicate or
 # out of order, and must not enter the windows. The payload stays behind (a stale tick's dead letter carries the
 # tick as parsed, as the keyed engine's does): not shipping it through two shuffles is ~20 % of the throughput.
 CHECKED = """
-SELECT proc, symbol, ts, price, volume, source,
-  NEWEST_BEFORE(ts) OVER (PARTITION BY symbol ORDER BY proc) AS newest_before
+SELECT proc, series, symbol, ts, price, volume, source,
+  NEWEST_BEFORE(ts) OVER (PARTITION BY series ORDER BY proc) AS newest_before
 FROM parsed WHERE reason IS NULL"""
 
 
@@ -82,11 +86,11 @@ def _moving_average(n: int) -> str:
 
 
 AVERAGES = f"""
-SELECT ts, symbol, price, volume,
+SELECT ts, source, symbol, price, volume,
   {_moving_average(SHORT_WINDOW)} AS ma_short,
   {_moving_average(LONG_WINDOW)} AS ma_long
 FROM checked WHERE newest_before IS NULL OR ts > newest_before
-WINDOW w AS (PARTITION BY symbol ORDER BY proc)"""
+WINDOW w AS (PARTITION BY series ORDER BY proc)"""
 
 
 def build(t_env: StreamTableEnvironment, statements: Any) -> None:

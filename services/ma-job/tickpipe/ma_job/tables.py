@@ -8,6 +8,7 @@ JOB_NAME = "tickpipe-ma-job"
 STAGE = "ma-job"
 PRICE_TICKS_COLUMNS = """
   `time` TIMESTAMP(3),
+  `source` STRING,
   `symbol` STRING,
   `price` DOUBLE,
   `volume` DOUBLE,
@@ -97,7 +98,9 @@ def dlq_ddl(settings: Settings) -> str:
 def sink_ddl(settings: Settings) -> str:
     """Upsert into price_ticks on its unique key: a replay after a restart rewrites rows instead of doubling them."""
     options = jdbc_options(settings, "price_ticks")
-    return table_ddl("price_ticks", PRICE_TICKS_COLUMNS + ",\n  PRIMARY KEY (`symbol`, `time`) NOT ENFORCED", options)
+    return table_ddl(
+        "price_ticks", PRICE_TICKS_COLUMNS + ",\n  PRIMARY KEY (`source`, `symbol`, `time`) NOT ENFORCED", options
+    )
 
 
 def jdbc_options(settings: Settings, table: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ import java.time.format.DateTimeFormatter;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.Set;
 import java.util.regex.Pattern;
 
@@ -39,6 +40,32 @@ public class ParseTick extends TableFunction<Row> {
 
     private static final Set<String> NOT_FINITE = Set.of("nan", "inf", "infinity");
     private static final String[] FIELDS = {"symbol", "timestamp", "price", "volume", "source"};
+    /** The symbol rules of tickpipe.schema.SYMBOL_RULES, per source: the same patterns (ASCII, either case), the same
+     *  maximum lengths, the same stored case (upper: true). */
+    private static final class SymbolRule {
+        final Pattern pattern;
+        final int maxLength;
+        final boolean upper;
+
+        SymbolRule(String pattern, int maxLength, boolean upper) {
+            this.pattern = Pattern.compile(pattern);
+            this.maxLength = maxLength;
+            this.upper = upper;
+        }
+
+        boolean matches(String text) {
+            return text.length() <= maxLength && pattern.matcher(text).matches();
+        }
+
+        String stored(String text) {
+            return upper ? text.toUpperCase(Locale.ROOT) : text.toLowerCase(Locale.ROOT);
+        }
+    }
+
+    private static final Map<String, SymbolRule> SYMBOL_RULES = Map.of(
+            "binance", new SymbolRule("[A-Za-z0-9]{2,20}", 20, true),
+            "coingecko", new SymbolRule("[A-Za-z0-9][A-Za-z0-9-]{0,99}/[A-Za-z]{2,10}", 111, false),
+            "yahoo", new SymbolRule("\\^?[A-Za-z0-9]+(?:[.=-][A-Za-z0-9]+)*", 20, true));
     // The limits of tickpipe.schema (MAX_REASON_LENGTH, MAX_EVENT_TIME_MS, the timestamp form): same verdicts.
     private static final int MAX_REASON_LENGTH = 200;
     private static final int MAX_NESTING = 500;
@@ -174,7 +201,9 @@ public class ParseTick extends TableFunction<Row> {
         Value symbol = values[0];
         Value timestamp = values[1];
         long eventTimeMs = eventTime(timestamp);
-        if (!symbol.isString() || !isSymbol(symbol.text)) {
+        // As tickpipe.schema.validate_tick: the symbol by its source's rule first, an unknown source last.
+        SymbolRule rule = values[4].isString() ? SYMBOL_RULES.get(values[4].text) : null;
+        if (rule != null && (!symbol.isString() || !rule.matches(symbol.text))) {
             throw new Invalid("invalid symbol: " + symbol.repr());
         }
         double price = number("price", values[2]);
@@ -188,11 +217,12 @@ public class ParseTick extends TableFunction<Row> {
         if (eventTimeMs <= 0 || eventTimeMs > MAX_EVENT_TIME_MS) {
             throw new Invalid("invalid event time: " + eventTimeMs);
         }
+        if (rule == null) {
+            throw new Invalid("unknown source: " + values[4].repr() + " (expected binance, coingecko, yahoo)");
+        }
         LocalDateTime ts = LocalDateTime.ofEpochSecond(
                 Math.floorDiv(eventTimeMs, 1000), (int) Math.floorMod(eventTimeMs, 1000) * 1_000_000, ZoneOffset.UTC);
-        // As Python's str() of it: text as is, other JSON values as their repr.
-        String source = values[4].text;
-        return Row.of(symbol.text.toUpperCase(Locale.ROOT), ts, price, volume, source, null, null, null);
+        return Row.of(rule.stored(symbol.text), ts, price, volume, values[4].text, null, null, null);
     }
 
     /**
@@ -256,20 +286,6 @@ public class ParseTick extends TableFunction<Row> {
         if (parser.nextToken() != null) {
             throw new Invalid("not JSON: Extra data");
         }
-    }
-
-    /** The symbol rule of tickpipe.schema.is_symbol: 2 to 20 ASCII letters and digits. */
-    static boolean isSymbol(String text) {
-        if (text.length() < 2 || text.length() > 20) {
-            return false;
-        }
-        for (int i = 0; i < text.length(); i++) {
-            char c = text.charAt(i);
-            if (!(c >= 'A' && c <= 'Z') && !(c >= 'a' && c <= 'z') && !(c >= '0' && c <= '9')) {
-                return false;
-            }
-        }
-        return true;
     }
 
     /** A JSON number, or a string holding one (Binance sends prices as strings), finite. */
