@@ -341,6 +341,11 @@ def load(settings: Settings, now: datetime) -> None:
                 "%s::float8[], %s::text[])",
                 [list(column) for column in columns],
             )
+        # Binance's and Yahoo's UPDOWNUSDT are one instrument here (the overlay and spread panels).
+        conn.execute(
+            "INSERT INTO instruments (instrument, source, symbol) VALUES ('UPDOWN/USD', 'binance', 'UPDOWNUSDT'), "
+            "('UPDOWN/USD', 'yahoo', 'UPDOWNUSDT') ON CONFLICT DO NOTHING"
+        )
         conn.execute("DELETE FROM candles_1m WHERE symbol = ANY(%s)", [list(CANDLE_SYMBOLS)])
         candles = crafted_candles(now)
         placeholders = "(" + ", ".join(["%s"] * len(candles[0])) + ")"
@@ -444,8 +449,9 @@ def test_every_dashboard_sql_query_runs_and_has_the_shape_its_panel_needs(
             assert any("cross" in row[1] for row in rows), where
             continue
         assert columns[0] == "time", f"{where}: first column is {columns[0]}"
-        for row in rows:
-            assert all(isinstance(value, int | float) or value is None for value in row[1:]), where
+        for row in rows:  # numbers, but for the name of a series in the column Grafana calls `metric`
+            values = [value for column, value in zip(columns, row, strict=True) if column not in {"time", "metric"}]
+            assert all(isinstance(value, int | float) or value is None for value in values), where
         if fmt == "time_series" and "$__timeGroupAlias(time, $__interval)" in sql:
             # Downsampled: at most one row per bucket, so a 7-day view of 1 Hz ticks stays small.
             assert len(rows) <= span.total_seconds() / interval_seconds(interval) + 1, where
@@ -495,8 +501,64 @@ def test_alert_queries_fire_on_a_cross_and_stay_quiet_otherwise(database: tuple[
         "yahoo:UPDOWNUSDT": 0,
     }
     assert crosses["binance:UPDOWNUSDT"] > 0
-    age = values("tickpipe-no-ticks")["all"]
-    assert 0 <= age < 120  # fresh data: the "no new ticks" alert stays quiet
+    assert values("tickpipe-no-ticks") == {}  # fresh data in every series: no series is late
+
+
+@pytest.mark.integration
+def test_the_instrument_panels_overlay_every_source_and_give_their_spread(database: tuple[Settings, bool]) -> None:
+    settings, timescaledb = database
+    _, overlay = market_query(settings, timescaledb, "from every source")
+    assert {row[1] for row in overlay} == {"binance UPDOWNUSDT", "yahoo UPDOWNUSDT"}
+    _, spread = market_query(settings, timescaledb, "Spread between sources")
+    newest = {metric: price for time, metric, price in overlay if time == overlay[-1][0]}
+    low, high = min(newest.values()), max(newest.values())
+    assert spread[-1][1] == pytest.approx(10_000 * (high - low) / ((high + low) / 2))
+
+
+# (source, symbol, instant, open): New York is UTC-5 in December, UTC-4 in July.
+MARKET_HOURS = [
+    ("binance", "BTCUSDT", "2026-12-05T12:00:00Z", True),  # a Saturday: crypto never closes
+    ("coingecko", "bitcoin/usd", "2026-12-06T03:00:00Z", True),
+    ("yahoo", "BTC-USD", "2026-12-05T12:00:00Z", True),
+    ("yahoo", "AAPL", "2026-12-07T14:29:00Z", False),  # Monday 09:29 in New York
+    ("yahoo", "AAPL", "2026-12-07T14:31:00Z", True),
+    ("yahoo", "^GSPC", "2026-12-07T20:59:00Z", True),  # 15:59
+    ("yahoo", "^GSPC", "2026-12-07T21:01:00Z", False),
+    ("yahoo", "AAPL", "2026-07-06T13:45:00Z", True),  # July: 09:45 in New York
+    ("yahoo", "AAPL", "2026-12-05T15:00:00Z", False),  # Saturday
+    ("yahoo", "EURUSD=X", "2026-12-04T21:59:00Z", True),  # Friday 16:59
+    ("yahoo", "EURUSD=X", "2026-12-04T22:01:00Z", False),
+    ("yahoo", "ES=F", "2026-12-05T15:00:00Z", False),
+    ("yahoo", "EURUSD=X", "2026-12-06T22:01:00Z", True),  # Sunday 17:01
+]
+
+
+@pytest.mark.integration
+def test_market_hours_and_late_series_at_fixed_instants(database: tuple[Settings, bool]) -> None:
+    settings, _ = database
+    with psycopg.connect(settings.conninfo("owner"), prepare_threshold=None) as conn:
+        for source, symbol, at, expected in MARKET_HOURS:
+            row = conn.execute("SELECT market_open(%s, %s, %s::timestamptz)", (source, symbol, at)).fetchone()
+            assert row == (expected,), (source, symbol, at)
+        # Yahoo's AAPL last traded at Friday's close. Late on Monday at 10:00 in New York (10 min limit, half an
+        # hour into the session); not at 09:35 (the market opened 5 minutes ago), nor all weekend.
+        conn.execute(
+            "INSERT INTO price_ticks (time, source, symbol, price, volume) VALUES "
+            "('2026-12-04T20:59:59Z', 'yahoo', 'AAPL', 280, 1), ('2026-12-04T20:59:59Z', 'binance', 'LATEUSDT', 1, 1)"
+        )
+
+        def late(at: str) -> dict[tuple[str, str], float]:
+            rows = conn.execute("SELECT * FROM stale_series(%s::timestamptz)", (at,)).fetchall()
+            return {(source, symbol): seconds for source, symbol, seconds in rows if symbol in {"AAPL", "LATEUSDT"}}
+
+        saturday = late("2026-12-05T18:00:00Z")
+        assert saturday == {("binance", "LATEUSDT"): pytest.approx(21 * 3600 + 1 - 120)}  # crypto: late all weekend
+        assert ("yahoo", "AAPL") not in late("2026-12-07T14:35:00Z")
+        assert late("2026-12-07T15:00:00Z")[("yahoo", "AAPL")] == pytest.approx(
+            (datetime(2026, 12, 7, 15, tzinfo=UTC) - datetime(2026, 12, 4, 20, 59, 59, tzinfo=UTC)).total_seconds()
+            - 600
+        )
+        conn.rollback()
 
 
 def market_query(
