@@ -1109,3 +1109,23 @@ def test_migrator_trusts_the_database_ca_it_mounts(renderings: dict[str, list[di
                 "prices-db-ca",
                 "root.crt",
             )
+
+
+def test_every_enabled_source_is_an_ingestor_of_its_own(renderings: dict[str, list[dict[str, Any]]]) -> None:
+    """Issue 15: one ingestor per enabled source, each with its own name, Lease and settings, into the same topic."""
+    docs = renderings["tickpipe:sources-values.yaml"]
+    ingestors = {}
+    for doc in docs:
+        if doc["kind"] == "StatefulSet" and "ingestor" in doc["metadata"]["name"]:
+            container = doc["spec"]["template"]["spec"]["containers"][0]
+            env = effective_env(docs, container)
+            ingestors[env["SOURCE"]] = (doc["metadata"]["name"], env)
+    assert set(ingestors) == {"binance", "coingecko", "yahoo"}
+    assert len({name for name, _ in ingestors.values()}) == 3
+    assert {env["KAFKA_TOPIC"] for _, env in ingestors.values()} == {"price-ticks"}
+    assert ingestors["coingecko"][1]["SYMBOLS"] == "bitcoin/usd,ethereum/usd,binancecoin/usd,solana/usd,ripple/usd"
+    assert ingestors["yahoo"][1]["INGEST_KLINES"] == "false"  # candles and their repair are Binance's
+    for source, (_, env) in ingestors.items():
+        assert "COINGECKO_API_KEY" not in env or source == "coingecko"
+    default = [d for d in renderings["tickpipe:default-values.yaml"] if d["kind"] == "StatefulSet"]
+    assert [d["metadata"]["name"] for d in default if "ingestor" in d["metadata"]["name"]] == ["demo-ingestor"]
