@@ -6,12 +6,13 @@
 
 Windows are per series (tickpipe.schema.series_key: the symbol for Binance, `<source>:<symbol>` for the other
 sources) and ordered by processing time: the series is also the Kafka key, which keeps each series' ticks in order,
-and no watermark means an idle partition cannot stall the job. A Binance series keeps the key it had before sources
-existed, so the windows of a savepoint taken before carry on. MA(n) is the plain sum of the current price and n-1 LAGs
-(never a running sum with retraction, which leaves rounding residue after a jump across orders of magnitude),
-NULL until n ticks of the symbol have been seen. Parsing (PARSE_TICK) and the newest-time check (NEWEST_BEFORE) are
-two small Java functions (services/ma-job/udf): the parser follows `tickpipe.schema.parse_tick`, reason texts
-included, and a test runs both parsers over the same payloads.
+and no watermark means an idle partition cannot stall the job. A Binance series keeps the key (a string) it had
+before sources existed; whether Flink maps a savepoint of the earlier plan onto this one is not tested (the keyed
+engine's operators have fixed uids, and its key is the same string). MA(n) is the plain sum of the current price
+and n-1 LAGs (never a running sum with retraction, which leaves rounding residue after a jump across orders of
+magnitude), NULL until n ticks of the series have been seen. Parsing (PARSE_TICK) and the newest-time check
+(NEWEST_BEFORE) are two small Java functions (services/ma-job/udf): the parser follows `tickpipe.schema.parse_tick`,
+reason texts included, and a test runs both parsers over the same payloads.
 """
 
 # The SQL below is assembled from constants of this module only, never from input: S608 does not apply.
