@@ -34,11 +34,12 @@ from tickpipe.logs import get_logger
 
 log = get_logger("tickpipe.ingestor")
 # A handshake the exchange answered with one of these will not succeed by retrying: say why, in one line.
+# ({url_setting}: the source's URL setting, BINANCE_WS_URL or YAHOO_WS_URL.)
 REFUSED = {
     451: "the exchange refuses connections from this location (HTTP 451, restricted region): run the ingestor in a "
-    "region the exchange serves, or set BINANCE_WS_URL to an endpoint that serves this one",
+    "region the exchange serves, or set {url_setting} to an endpoint that serves this one",
     403: "the exchange refused the connection (HTTP 403 Forbidden): this IP may be blocked or banned (too many "
-    "connection attempts, a firewall); check BINANCE_WS_URL and INGEST_MAX_ATTEMPTS_PER_5MIN",
+    "connection attempts, a firewall); check {url_setting} and INGEST_MAX_ATTEMPTS_PER_5MIN",
 }
 
 # Binance disconnects a connection that sends more than 5 messages in a second (PING and PONG frames count too).
@@ -216,13 +217,13 @@ class Feed(threading.Thread):
         except Exception as error:  # any failure to connect is retried the same way
             status = getattr(error, "status_code", None)  # websocket-client's WebSocketBadStatusException
             if status in REFUSED:
-                self.last_error = REFUSED[status]
+                self.last_error = REFUSED[status].format(url_setting=f"{self.source.upper()}_WS_URL")
                 log.error(
                     "exchange_refused",
                     feed=self.feed_name,
                     status=status,
                     url=self.base_url.split("?")[0],
-                    error=REFUSED[status],
+                    error=self.last_error,
                 )
                 return None
             self.last_error = f"{type(error).__name__}: {error}"
