@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 import psycopg
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tickpipe.config import Settings
 from tickpipe.db import price_tick_rows
@@ -104,3 +104,26 @@ def consume(settings: Settings, topic: str, count: int, timeout: float = 60.0) -
         consumer.close()
     assert len(records) >= count, f"{len(records)} records in {topic} within {timeout:.0f} s, expected {count}"
     return records
+
+
+def topic_messages(settings: Settings, topic: str) -> list[tuple[int, bytes | None, bytes]]:
+    """Every record now in `topic` as (partition, key, value), in partition order (fails if one cannot be read)."""
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "t", "enable.auto.commit": False}
+    )
+    out: list[tuple[int, bytes | None, bytes]] = []
+    for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        if high == low:
+            continue
+        consumer.assign([TopicPartition(topic, partition, low)])
+        read = 0
+        while read < high - low:
+            message = consumer.poll(5)
+            assert message is not None, f"timed out reading back the topic {topic}"
+            if message.error():
+                continue
+            out.append((partition, message.key(), message.value()))
+            read += 1
+    consumer.close()
+    return out

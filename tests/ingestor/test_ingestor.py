@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from tests.conftest import REPO, TestStack
-from tests.helpers import consume, wait_for
+from tests.helpers import consume, topic_messages, wait_for
 from tickpipe.config import Settings
 from tickpipe.kafka import ensure_topics
 from tickpipe.run.stages import StageProcess
@@ -70,27 +69,11 @@ class Running:
 
 def kafka_ticks(settings: Settings) -> list[tuple[str, int]]:
     """Every record of the tick topic as (symbol, event ms), in partition order."""
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "t", "enable.auto.commit": False}
-    )
-    metadata = consumer.list_topics(settings.kafka_topic, timeout=10).topics[settings.kafka_topic]
     out: list[tuple[str, int]] = []
-    for partition in metadata.partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(settings.kafka_topic, partition), timeout=10)
-        if high == low:
-            continue
-        consumer.assign([TopicPartition(settings.kafka_topic, partition, low)])
-        read = 0
-        while read < high - low:
-            message = consumer.poll(5)
-            assert message is not None, "timed out reading back the topic"
-            if message.error():
-                continue
-            tick = json.loads(message.value())
-            assert message.key().decode() == tick["symbol"]
-            out.append((tick["symbol"], parse_ms(tick["timestamp"])))
-            read += 1
-    consumer.close()
+    for _, key, value in topic_messages(settings, settings.kafka_topic):
+        tick = json.loads(value)
+        assert key is not None and key.decode() == tick["symbol"]
+        out.append((tick["symbol"], parse_ms(tick["timestamp"])))
     return out
 
 

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from tests.conftest import REPO, TestStack
-from tests.helpers import consume, wait_for
+from tests.helpers import consume, topic_messages, wait_for
 from tests.ingestor.test_ingestor import Running
 from tickpipe.kafka import ensure_topics
 from tickpipe.run.stages import StageProcess
@@ -73,25 +72,11 @@ def start(kafka: TestStack, unique_topics: dict[str, str], tmp_path: Path) -> It
 
 def topic_candles(run: Running) -> list[dict[str, Any]]:
     """Every record of the candle topic (its key checked), in partition order."""
-    topic = run.settings.kafka_candles_topic
-    consumer = Consumer(
-        {"bootstrap.servers": run.settings.kafka_bootstrap_servers, "group.id": "t", "enable.auto.commit": False}
-    )
     out: list[dict[str, Any]] = []
-    for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-        if high == low:
-            continue
-        consumer.assign([TopicPartition(topic, partition, low)])
-        while len([c for c in out if c["_partition"] == partition]) < high - low:
-            message = consumer.poll(5)
-            assert message is not None, "timed out reading back the candle topic"
-            if message.error():
-                continue
-            candle = json.loads(message.value())
-            assert message.key() == f"binance:{candle['symbol']}".encode()
-            out.append({**candle, "_partition": partition, "open_ms": parse_timestamp(candle["open_time"])})
-    consumer.close()
+    for partition, key, value in topic_messages(run.settings, run.settings.kafka_candles_topic):
+        candle = json.loads(value)
+        assert key == f"binance:{candle['symbol']}".encode()
+        out.append({**candle, "_partition": partition, "open_ms": parse_timestamp(candle["open_time"])})
     return out
 
 

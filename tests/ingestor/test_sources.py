@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 import tickpipe.sim.yahoo as yahoo_sim
 from tests.conftest import REPO, TestStack
-from tests.helpers import consume, wait_for
+from tests.helpers import consume, topic_messages, wait_for
 from tickpipe.config import Settings
 from tickpipe.kafka import ensure_topics
 from tickpipe.run.stages import StageProcess
@@ -158,25 +157,11 @@ def ingest(kafka: TestStack, unique_topics: dict[str, str], tmp_path: Path) -> I
 
 def topic_quotes(settings: Settings) -> list[tuple[str, int, float, str]]:
     """Every record of the tick topic as (symbol, event ms, price), its key and source checked."""
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "t", "enable.auto.commit": False}
-    )
-    topic = settings.kafka_topic
     out: list[tuple[str, int, float, str]] = []
-    for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-        consumer.assign([TopicPartition(topic, partition, low)])
-        read = 0
-        while read < high - low:
-            message = consumer.poll(5)
-            assert message is not None, "timed out reading back the topic"
-            if message.error():
-                continue
-            tick = json.loads(message.value())
-            assert message.key().decode() == series_key(tick["source"], tick["symbol"])
-            out.append((tick["symbol"], parse_timestamp(tick["timestamp"]), tick["price"], tick["source"]))
-            read += 1
-    consumer.close()
+    for _, key, value in topic_messages(settings, settings.kafka_topic):
+        tick = json.loads(value)
+        assert key is not None and key.decode() == series_key(tick["source"], tick["symbol"])
+        out.append((tick["symbol"], parse_timestamp(tick["timestamp"]), tick["price"], tick["source"]))
     return out
 
 
