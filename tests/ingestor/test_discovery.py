@@ -415,8 +415,13 @@ def test_all_usdt_streams_every_pair_and_applies_a_listing_and_a_delisting_live(
     after: set[str] = set().union(*sim_streams(run.sim))
     assert {f"{LISTED.lower()}@{kind}" for kind in KINDS} <= after
     assert not {f"{DELISTED.lower()}@{kind}" for kind in KINDS} & after
-    # The listed symbol got the start-up repair treatment (from the topic's newest candle, or the look-back).
-    assert any(e.get("event") == "repair_start_point" and e.get("symbols") == 1 for e in run.events())
+    # The listed symbol gets the start-up repair treatment (from the topic's newest candle, or the look-back) on
+    # the repairer's thread, which reads the candle topic first: its line may come after the symbol's ticks.
+    wait_for(
+        lambda: any(e.get("event") == "repair_start_point" and e.get("symbols") == 1 for e in run.events()),
+        60,
+        "the listed symbol's repair start point",
+    )
 
     samples = metric_samples(run.metrics_url)
     assert total(samples, "tickpipe_ingest_reconnects_total") == 0, "a connection was interrupted"
