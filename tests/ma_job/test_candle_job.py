@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+import talib
 from confluent_kafka import Consumer, Producer
 
 from tests.conftest import TestStack
@@ -89,6 +90,7 @@ def expected_signals(series: list[WireCandle]) -> set[SignalKey]:
     closes = np.array([c.close for c in series])
     want = reference(closes)
     rsi, upper, lower = want["rsi"], want["bb_upper"], want["bb_lower"]
+    ma5, ma20 = talib.SMA(closes, timeperiod=5), talib.SMA(closes, timeperiod=20)
     out = set()
     for i in range(1, len(series)):
         key = (series[i].source, series[i].symbol, series[i].open_time_ms)
@@ -102,6 +104,11 @@ def expected_signals(series: list[WireCandle]) -> set[SignalKey]:
                 out.add((*key, "close_above_upper_band"))
             if closes[i] < lower[i] and closes[i - 1] >= lower[i - 1]:
                 out.add((*key, "close_below_lower_band"))
+        if not math.isnan(ma20[i - 1]):
+            if ma5[i] > ma20[i] and ma5[i - 1] <= ma20[i - 1]:
+                out.add((*key, "ma5_crossed_above_ma20"))
+            if ma5[i] < ma20[i] and ma5[i - 1] >= ma20[i - 1]:
+                out.add((*key, "ma5_crossed_below_ma20"))
     return out
 
 
@@ -194,6 +201,8 @@ def test_signals_after_late_and_corrected_candles_equal_those_of_the_in_order_se
     assert {SignalKind(k[3]) for k in case.signals} >= {
         SignalKind.RSI_CROSSED_ABOVE_70,
         SignalKind.RSI_CROSSED_BELOW_30,
+        SignalKind.MA5_CROSSED_ABOVE_MA20,
+        SignalKind.MA5_CROSSED_BELOW_MA20,
     }
 
 

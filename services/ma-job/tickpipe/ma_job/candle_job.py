@@ -92,8 +92,12 @@ SIGNAL_ROW = Types.ROW_NAMED(
         "bb_upper",
         "bb_middle",
         "bb_lower",
+        "ma_5",
+        "ma_20",
+        "previous_ma_5",
+        "previous_ma_20",
     ],
-    [Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING()] + [Types.DOUBLE()] * 7,
+    [Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING()] + [Types.DOUBLE()] * 11,
 )
 SIGNAL_EVENT = Types.ROW_NAMED(["key", "event"], [Types.STRING(), Types.STRING()])
 SIGNAL_ROWS = OutputTag("signal-rows", SIGNAL_ROW)
@@ -159,7 +163,7 @@ class CandleIndicatorsFunction(KeyedProcessFunction):  # type: ignore[misc]
             s = change.signal
             signal_row = Row(
                 source, symbol, s.open_time_ms, s.kind.value, s.close, s.previous_close, s.rsi, s.previous_rsi,
-                s.bb_upper, s.bb_middle, s.bb_lower,
+                s.bb_upper, s.bb_middle, s.bb_lower, s.ma_5, s.ma_20, s.previous_ma_5, s.previous_ma_20,
             )  # fmt: skip
             if change.change is Change.RETRACTED:
                 signal_row.set_row_kind(RowKind.DELETE)

@@ -6,6 +6,11 @@ stepped over just before, so a hole given up by CandleSeries does not hide a cro
 - `rsi_crossed_above_70`: RSI(14) > 70 and the previous RSI <= 70; `rsi_crossed_below_30`: < 30 and previous >= 30.
 - `close_above_upper_band`: close > Bollinger upper band and the previous close <= its upper band;
   `close_below_lower_band`: close < lower band and the previous close >= its lower band.
+- `ma5_crossed_above_ma20`: MA(5) > MA(20) of the closes and the previous candle's MA(5) <= its MA(20);
+  `ma5_crossed_below_ma20`: MA(5) < MA(20) and before >=. MA(n) is the mean of the candle's close and the n - 1
+  closes computed before it, summed in order (the MA job's definition, on 1m closes instead of ticks: a tick MA
+  crosses back and forth on every tick of noise, a candle's only once a minute, and it can be recomputed exactly when a
+  late candle arrives). NULL, and no signal, until 20 closes of the series are computed (21 for a cross).
 
 No signal while the previous candle has no value (warm-up). A late candle that recomputes the indicators (a filled
 hole, a correction) recomputes the signals of every candle written again and reports the difference: `new` for a
@@ -16,8 +21,9 @@ series, and the topic tells a program every change. A replayed candle (restart, 
 
 from __future__ import annotations
 
+import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 from tickpipe.ma_job.candle_series import Candle, CandleRow, CandleSeries
@@ -31,6 +37,8 @@ class SignalKind(StrEnum):
     RSI_CROSSED_BELOW_30 = "rsi_crossed_below_30"
     CLOSE_ABOVE_UPPER_BAND = "close_above_upper_band"
     CLOSE_BELOW_LOWER_BAND = "close_below_lower_band"
+    MA5_CROSSED_ABOVE_MA20 = "ma5_crossed_above_ma20"
+    MA5_CROSSED_BELOW_MA20 = "ma5_crossed_below_ma20"
 
 
 class Change(StrEnum):
@@ -50,6 +58,45 @@ class Signal:
     bb_upper: float | None
     bb_middle: float | None
     bb_lower: float | None
+    ma_5: float | None = None
+    ma_20: float | None = None
+    previous_ma_5: float | None = None
+    previous_ma_20: float | None = None
+
+    def __setstate__(self, state: list[object]) -> None:
+        """Restore a pickled signal; one pickled before the MA fields existed (a savepoint of an earlier candle job)
+        gets None for them."""
+        for name, value in itertools.zip_longest(SIGNAL_FIELDS, state):
+            object.__setattr__(self, name, value)
+
+
+SIGNAL_FIELDS = tuple(f.name for f in fields(Signal))
+MA_SHORT, MA_LONG = 5, 20
+
+
+@dataclass(frozen=True, slots=True)
+class MovingAverages:
+    """MA(5) and MA(20) of a candle's close and the closes before it, and of the candle before (None: not warm)."""
+
+    ma_5: float | None = None
+    ma_20: float | None = None
+    previous_ma_5: float | None = None
+    previous_ma_20: float | None = None
+
+    @classmethod
+    def of(cls, closes: list[float]) -> MovingAverages:
+        """`closes`: the series' computed closes in order, ending with the candle's own (only the last 21 are read)."""
+        now, before = closes[-MA_LONG:], closes[-MA_LONG - 1 : -1]
+        return cls(_mean(now, MA_SHORT), _mean(now, MA_LONG), _mean(before, MA_SHORT), _mean(before, MA_LONG))
+
+
+def _mean(closes: list[float], n: int) -> float | None:
+    if len(closes) < n:
+        return None
+    total = 0.0
+    for close in closes[-n:]:  # in order, as the MA job sums its LAGs: no running sum, so no residue after a jump
+        total += close
+    return total / n
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +122,20 @@ class SignalChange:
                 "bb_upper": s.bb_upper,
                 "bb_middle": s.bb_middle,
                 "bb_lower": s.bb_lower,
+                "ma_5": s.ma_5,
+                "ma_20": s.ma_20,
+                "previous_ma_5": s.previous_ma_5,
+                "previous_ma_20": s.previous_ma_20,
             },
             separators=(",", ":"),
         )
 
 
-def detect(previous: CandleRow | None, current: CandleRow) -> dict[SignalKind, Signal]:
-    """The signals of `current` given the candle computed just before it (both with indicators, else none)."""
+def detect(
+    previous: CandleRow | None, current: CandleRow, ma: MovingAverages = MovingAverages()
+) -> dict[SignalKind, Signal]:
+    """The signals of `current` given the candle computed just before it (both with indicators, else none) and the
+    moving averages of both."""
     if previous is None or previous.indicators is None or current.indicators is None:
         return {}
     before, now = previous.indicators, current.indicators
@@ -97,6 +151,11 @@ def detect(previous: CandleRow | None, current: CandleRow) -> dict[SignalKind, S
             kinds.append(SignalKind.CLOSE_ABOVE_UPPER_BAND)
         if close < now.bb_lower and previous_close >= before.bb_lower:  # type: ignore[operator]
             kinds.append(SignalKind.CLOSE_BELOW_LOWER_BAND)
+    if ma.ma_5 is not None and ma.ma_20 is not None and ma.previous_ma_5 is not None and ma.previous_ma_20 is not None:
+        if ma.ma_5 > ma.ma_20 and ma.previous_ma_5 <= ma.previous_ma_20:
+            kinds.append(SignalKind.MA5_CROSSED_ABOVE_MA20)
+        if ma.ma_5 < ma.ma_20 and ma.previous_ma_5 >= ma.previous_ma_20:
+            kinds.append(SignalKind.MA5_CROSSED_BELOW_MA20)
     return {
         kind: Signal(
             kind,
@@ -108,6 +167,10 @@ def detect(previous: CandleRow | None, current: CandleRow) -> dict[SignalKind, S
             now.bb_upper,
             now.bb_middle,
             now.bb_lower,
+            ma.ma_5,
+            ma.ma_20,
+            ma.previous_ma_5,
+            ma.previous_ma_20,
         )
         for kind in kinds
     }
@@ -134,8 +197,9 @@ class SymbolCandles:
                 self.computed.pop(at, None)
                 now: dict[SignalKind, Signal] = {}
             else:
-                before = [t for t in self.computed if t < at]
-                now = detect(self.computed[max(before)] if before else None, row)
+                before = sorted(t for t in self.computed if t < at)
+                closes = [self.computed[t].candle.close for t in before[-MA_LONG:]] + [row.candle.close]
+                now = detect(self.computed[before[-1]] if before else None, row, MovingAverages.of(closes))
                 self.computed[at] = row
             old = self.fired.pop(at, {})
             changes += [SignalChange(Change.RETRACTED, signal) for kind, signal in old.items() if kind not in now]

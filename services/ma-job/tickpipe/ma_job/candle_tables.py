@@ -40,6 +40,10 @@ SIGNALS_COLUMNS = """
   `bb_upper` DOUBLE,
   `bb_middle` DOUBLE,
   `bb_lower` DOUBLE,
+  `ma_5` DOUBLE,
+  `ma_20` DOUBLE,
+  `previous_ma_5` DOUBLE,
+  `previous_ma_20` DOUBLE,
   PRIMARY KEY (`source`, `symbol`, `open_time`, `kind`) NOT ENFORCED"""
 
 
