@@ -27,7 +27,7 @@ run: setup-runtime ## run the whole pipeline locally, offline (SOURCE=binance|co
 	@$(BIN)/tickpipe run --source $(SOURCE) $(if $(LIVE),--live) $(if $(SYMBOLS),--symbols $(SYMBOLS))
 
 test: setup lint typecheck validate audit ## lint, type check, validate manifests, audit dependencies, then all tests
-	@$(BIN)/pytest $(PYTEST_ARGS)
+	@$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
 
 test-fast: setup ## unit tests only (no engines)
 	@$(BIN)/pytest -m unit $(PYTEST_ARGS)
