@@ -38,7 +38,7 @@ def _k(period: int) -> float:
     return 2.0 / float(period + 1)
 
 
-def _mean_in_order(values: list[float]) -> float:
+def mean_in_order(values: list[float]) -> float:
     total = 0.0
     for value in values:  # left to right, as TA-Lib sums: never math.fsum or a compensated sum
         total += value
@@ -71,7 +71,7 @@ class Ema:
             self.seed.append(close)
             if len(self.seed) < self.period:
                 return None
-            self.value, self.seed = _mean_in_order(self.seed), []
+            self.value, self.seed = mean_in_order(self.seed), []
             return self.value
         self.value = (close - self.value) * _k(self.period) + self.value
         return self.value

@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
+from tickpipe.ma_job.candle_indicators import mean_in_order
 from tickpipe.ma_job.candle_series import Candle, CandleRow, CandleSeries
 from tickpipe.schema import format_timestamp
 
@@ -91,12 +92,8 @@ class MovingAverages:
 
 
 def _mean(closes: list[float], n: int) -> float | None:
-    if len(closes) < n:
-        return None
-    total = 0.0
-    for close in closes[-n:]:  # in order, as the MA job sums its LAGs: no running sum, so no residue after a jump
-        total += close
-    return total / n
+    # In order, as the MA job sums its LAGs: no running sum, so no residue after a jump across magnitudes.
+    return mean_in_order(closes[-n:]) if len(closes) >= n else None
 
 
 @dataclass(frozen=True, slots=True)
