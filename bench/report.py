@@ -31,6 +31,10 @@ class StepResult:
     latency_ms: dict[str, float]  # p50, p95, p99, max: exchange event time → row readable
     cpu_percent: dict[str, float] = field(default_factory=dict)  # per stage, 100 = one core
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    # What sent the ticks (load generator or simulator) and its CPU: a benchmark artefact (in production Binance
+    # sends), not the pipeline's, so not among the stages'.
+    sender: str = "simulator"
+    sender_cpu_percent: float = float("nan")
 
     @property
     def sustained(self) -> bool:
@@ -72,11 +76,11 @@ def markdown(
         # A step that drains a start-up backlog delivers more than is offered: what it sustains is the offer.
         best = max((min(s.delivered_rate, s.offered_rate) for s in steps if s.sustained), default=0.0)
         lines += [
-            "### End to end (simulator → ingestor → Kafka → ma-job → PostgreSQL)",
+            f"### End to end ({steps[0].sender} → ingestor → Kafka → ma-job → PostgreSQL)",
             "",
             "| offered ticks/s | delivered rows/s | backlog growth/s | p50 ms | p95 ms | p99 ms | max ms | sustained |"
-            " CPU % (stage) | peak RSS MB (stage) |",
-            "|---:|---:|---:|---:|---:|---:|---:|:---:|---|---|",
+            " CPU % (stage) | peak RSS MB (stage) | sender CPU % (not the pipeline's) |",
+            "|---:|---:|---:|---:|---:|---:|---:|:---:|---|---|---:|",
         ]
         for s in steps:
             cpu = ", ".join(f"{k} {v:.0f}" for k, v in s.cpu_percent.items())
@@ -85,7 +89,7 @@ def markdown(
             lines.append(
                 f"| {s.offered_rate:,.0f} | {s.delivered_rate:,.0f} | {s.lag_growth:,.0f} | {lat['p50']:.0f} |"
                 f" {lat['p95']:.0f} | {lat['p99']:.0f} | {lat['max']:.0f} | {'yes' if s.sustained else 'no'} |"
-                f" {cpu} | {rss} |"
+                f" {cpu} | {rss} | {s.sender} {s.sender_cpu_percent:.1f} |"
             )
         lines += ["", f"Highest sustained end-to-end rate: **{best:,.0f} ticks/s**."]
         lines += [f"- as a share of {c.name}: {best / c.per_second:.0%}" for c in ceilings]

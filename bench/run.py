@@ -4,7 +4,9 @@ baselines   Kafka produce→consume, PostgreSQL COPY and batched upserts of the 
 ingest      the ingestor's message path vs a raw producer; the ingestor process fed over WebSocket
 job         the MA job draining a pre-loaded topic: sql vs keyed, discarding sink vs PostgreSQL, and the same MAs
             computed by one plain Python process (bench/python_pipeline.py)
-pipeline    the whole pipeline at rising offered rates until it cannot keep up (latency, CPU, RSS)
+senders     the load generator and the simulator feeding a reader that discards: each one's CPU per 1,000 ticks/s
+pipeline    the whole pipeline at rising offered rates until it cannot keep up (latency, CPU, RSS), fed by the load
+            generator (--sender sim: the simulator); the sender's CPU is reported apart from the stages'
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench import ingest, job, pipeline, python_pipeline
+from bench import ingest, job, pipeline, python_pipeline, senders
 from bench.baselines import kafka_round_trip, postgres_copy, postgres_upserts
 from bench.local_stack import REPO, bench_stack, fresh_settings
 from bench.report import Measurement, StepResult, markdown, plot_latency
@@ -22,7 +24,7 @@ from tickpipe.config import MaEngine
 from tickpipe.logs import configure_logging
 from tickpipe.stack.manager import LocalStack
 
-PARTS = ("baselines", "ingest", "job", "pipeline")
+PARTS = ("baselines", "ingest", "job", "senders", "pipeline")
 
 
 @dataclass
@@ -77,11 +79,18 @@ def run_job(results: Results, stack: LocalStack, ticks: int, keyed_ticks: int, s
     results.add("MA job (pre-loaded topic)", replace(alternative, note=f"sql engine into postgres: {ratio:.1f}x this"))
 
 
+def run_senders(results: Results, rates: list[float], symbols: int, seconds: float, home: Path) -> None:
+    rows, notes = senders.compare(rates, symbols, seconds, home)
+    for row in rows:
+        results.add("Senders (→ a reader that discards; in production Binance sends, at no cost to us)", row)
+    results.notes += notes
+
+
 def run_pipeline(
-    results: Results, stack: LocalStack, home: Path, *, rates: list[int], symbols: int, seconds: float
+    results: Results, stack: LocalStack, home: Path, *, rates: list[int], symbols: int, seconds: float, sender: str
 ) -> None:
     for rate in rates:
-        step = pipeline.run_step(stack, home, rate, symbols, seconds)
+        step = pipeline.run_step(stack, home, rate, symbols, seconds, sender=sender)
         results.steps.append(step)
         lat = step.latency_ms
         print(
@@ -106,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--full", action="store_true", help="1M-tick job runs, more rates, longer steps")
     parser.add_argument("--symbols", type=int, default=500)
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument(
+        "--sender", choices=senders.SENDERS, default="loadgen", help="what feeds the end-to-end steps (default loadgen)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md", help="append the results here")
     args = parser.parse_args(argv)
     configure_logging(level="WARNING")
@@ -120,10 +132,13 @@ def main(argv: list[str] | None = None) -> int:
             run_ingest(results, rows, 20.0 if full else 10.0, home)
         if "job" in parts:
             run_job(results, stack, 3_000_000 if full else 1_000_000, 300_000 if full else 100_000, args.symbols)
+        if "senders" in parts:
+            run_senders(results, [5_000, 20_000], args.symbols, 10.0, home)
         if "pipeline" in parts:
             # 2,000 ticks/s is where the latency target (p99 <= 500 ms) is set; 20,000 the throughput target.
             rates = [2_000, 5_000, 10_000, 20_000, 30_000, 40_000] if full else [2_000, 10_000, 20_000]
-            run_pipeline(results, stack, home, rates=rates, symbols=args.symbols, seconds=40.0 if full else 12.0)
+            seconds = 40.0 if full else 12.0
+            run_pipeline(results, stack, home, rates=rates, symbols=args.symbols, seconds=seconds, sender=args.sender)
     command = ("make bench-full" if full else "make bench") + (f" (--only {args.only})" if parts != set(PARTS) else "")
     text = markdown(command, results.tables, results.steps, results.ceilings, results.notes)
     with args.out.open("a") as out:

@@ -64,6 +64,9 @@ class RunOptions:
     external: bool = False  # use the Kafka/PostgreSQL/Flink given by env instead of starting the local stack
     record: Path | None = None  # where the simulator records every tick it sends (end-to-end checks)
     max_ticks: int | None = None  # the simulator stops publishing after this many updates
+    # An exchange already running (ws://host:port, REST on the same port): the ingestor connects there and no simulator
+    # is started (the benchmark's load generator, bench/loadgen.py).
+    exchange_url: str | None = None
 
 
 class SourceUnreachable(StackError):
@@ -167,8 +170,8 @@ class LocalPipeline:
         progress("applying the schema (tickpipe migrate)")
         migrate(self.settings)
 
-        self.exchange_url = self.source_url
-        if not self.options.live:
+        self.exchange_url = self.options.exchange_url or self.source_url
+        if not self.options.live and not self.options.exchange_url:
             progress(f"starting the simulated {self.options.source} ({len(self.symbols)} symbols)")
             sim = self._stage("sim", ["sim", "--exchange", self.options.source, "--port", "0", *self._sim_args()])
             self.exchange_url = sim.wait_for_line("READY ", timeout=30).split()[1]
