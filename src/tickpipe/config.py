@@ -19,7 +19,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tickpipe.errors import ConfigError
-from tickpipe.schema import SYMBOL_RULE, SYMBOL_RULES, is_symbol
+from tickpipe.schema import SOURCES, SYMBOL_RULE, SYMBOL_RULES, is_symbol
 
 DEFAULT_SYMBOLS = ("btcusdt", "ethusdt", "bnbusdt", "solusdt", "xrpusdt")
 # SYMBOLS=all-usdt: every TRADING spot pair quoted in USDT, from exchangeInfo, re-discovered while running
@@ -164,9 +164,20 @@ class Settings(BaseSettings):
     # (Flink's default is 1 s), and batches of up to 1000 rows keep throughput high under load.
     ma_engine: MaEngine = MaEngine.SQL
     kafka_group_id: str = "tickpipe-ma-job"
+    # A start without state (`tickpipe ma-job --reseed`, or a savepoint the new plan cannot restore) re-reads the
+    # ticks of series that have a row within this many hours of the newest row (tickpipe.ma_job.reseed).
+    ma_reseed_lookback_hours: float = Field(default=24.0, gt=0)
     # The candle job (candles → candles_1m with indicators, signals): a Flink job of its own, with its own consumer
     # group and savepoints, so the MA job's state and SQL stay untouched by it.
     candle_group_id: str = "tickpipe-candle-job"
+    # Sources without exchange klines whose ticks (KAFKA_TOPIC, read in CANDLE_GROUP_ID) the candle job builds 1m
+    # candles from (tickpipe.ma_job.tick_candles): event-time windows closed by a watermark that trails the newest
+    # tick by the out-of-orderness, a source silent for the idle time no longer holds it back, and a tick up to the
+    # allowed lateness behind the watermark still corrects its candle. Empty: none. Binance has klines: never here.
+    candles_from_ticks_sources: Annotated[tuple[str, ...], NoDecode] = ("coingecko", "yahoo")
+    candles_from_ticks_out_of_orderness_seconds: float = Field(default=60.0, ge=0, le=3600)
+    candles_from_ticks_idle_seconds: float = Field(default=60.0, gt=0, le=3600)
+    candles_from_ticks_allowed_lateness_seconds: float = Field(default=300.0, ge=0, le=86_400)
     flink_rest_url: str = "http://localhost:8081"
     job_parallelism: int = Field(default=1, ge=1, le=256)
     checkpoint_interval_seconds: float = Field(default=10.0, gt=0)
@@ -260,6 +271,18 @@ class Settings(BaseSettings):
         if urlsplit(value).scheme not in {"http", "https"}:
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("candles_from_ticks_sources", mode="before")
+    @classmethod
+    def _tick_candle_sources(cls, value: Any) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        sources = tuple(dict.fromkeys(str(s).strip().lower() for s in items if str(s).strip()))
+        if "binance" in sources:
+            raise ValueError("binance has exchange klines (the ingestor publishes them): not a tick-built source")
+        unknown = [s for s in sources if s not in SOURCES]
+        if unknown:
+            raise ValueError(f"unknown source: {', '.join(unknown)} (expected coingecko, yahoo)")
+        return sources
 
     @field_validator("symbols", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
@@ -17,10 +18,12 @@ import random
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +32,7 @@ import pytest
 import talib
 from confluent_kafka import Consumer, Producer
 
-from tests.conftest import TestStack
+from tests.conftest import REPO, TestStack
 from tests.helpers import consume, wait_for
 from tests.ma_job.test_candle_indicators import ATOL, RTOL, reference
 from tickpipe.candle_schema import WireCandle
@@ -41,8 +44,10 @@ from tickpipe.ma_job.candle_tables import candle_job_name
 from tickpipe.ma_job.cli import ResumePoint
 from tickpipe.ma_job.flink_rest import FlinkRest
 from tickpipe.migrator.migrate import migrate
+from tickpipe.schema import Tick
 
 T0 = 1_764_000_000_000 - 1_764_000_000_000 % MINUTE_MS
+BEFORE_TICK_CANDLES = "9fcadcd"  # a candle job without the tick branch and fixed SQL operator ids (as up to 0f4485a)
 INDICATORS = ("rsi_14", "bb_middle", "bb_upper", "bb_lower", "ema_12", "ema_26", "macd", "macd_signal", "macd_hist")
 TALIB = dict(zip(INDICATORS, ("rsi", "bb_middle", "bb_upper", "bb_lower", "ema_fast", "ema_slow", "macd",
                               "macd_signal", "macd_hist"), strict=True))  # fmt: skip
@@ -445,3 +450,217 @@ def test_a_killed_candle_job_resumes_from_its_checkpoint_and_ends_equal_to_talib
         r for r in consume(candle_job.settings, candle_job.settings.kafka_dlq_topic, 1) if r["stage"] == "candle-job"
     ]
     assert [(r["reason"], r["raw"]) for r in dead] == [(BAD_REASON, BAD_RECORD.decode())]
+
+
+# -- integration: 1m candles built from the ticks of sources without klines -------------------------------------------
+def tick(source: str, symbol: str, at_ms: int, price: float) -> Tick:
+    return Tick(symbol, at_ms, price, 1e9 + at_ms / 1000, source)  # a running 24 h volume: never a candle's
+
+
+def tick_scenario() -> tuple[list[Tick], list[Tick]]:
+    """(the ticks in topic order, the ticks that make candles): CoinGecko and Yahoo series, out of order within
+    seconds, a tick two minutes behind its series (late, within the allowed lateness), two ticks of the same
+    millisecond, minutes without ticks; Binance ticks in between (it has klines: no tick-built candles)."""
+    rng = random.Random(7)
+    ordered: list[Tick] = []
+    for source, symbol, start in (("coingecko", "bitcoin/usd", 97000.0), ("yahoo", "AAPL", 230.0)):
+        price = start
+        for minute in range(40):
+            if minute in {12, 13}:
+                continue  # no ticks: no candle, and nothing waits for one
+            for second in sorted(rng.sample(range(60), 3)):
+                price *= math.exp(rng.gauss(0, 0.002))
+                ordered.append(tick(source, symbol, T0 + minute * MINUTE_MS + second * 1000 + 5, price))
+    twin = next(t for t in ordered if t.source == "yahoo" and t.event_time_ms >= T0 + 20 * MINUTE_MS)
+    ordered.append(dataclasses.replace(twin, price=twin.price * 1.001))  # a second trade in the same millisecond
+    ordered.sort(key=lambda t: t.event_time_ms)
+    arrived = list(ordered)
+    for i in range(0, len(arrived) - 1, 5):  # neighbours swapped: out of order by seconds
+        arrived[i], arrived[i + 1] = arrived[i + 1], arrived[i]
+    late = next(t for t in arrived if t.source == "coingecko" and t.event_time_ms >= T0 + 20 * MINUTE_MS)
+    arrived.remove(late)
+    arrived.insert(
+        next(i for i, t in enumerate(arrived) if t.event_time_ms >= late.event_time_ms + 2 * MINUTE_MS), late
+    )
+    binance = [tick("binance", "BTCUSDT", T0 + i * 7_000, 97000.0 + i) for i in range(300)]
+    mixed = [t for pair in zip(arrived, binance, strict=False) for t in pair] + arrived[len(binance) :]
+    return mixed, arrived
+
+
+def resample(ticks: list[Tick]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The definition in plain Python: per series and minute, the ticks in event-time order (equal times in
+    arrival order); open first, close last, high/low, trades the count, no volume."""
+    out: dict[tuple[str, str, int], list[Tick]] = {}
+    for t in sorted(ticks, key=lambda t: t.event_time_ms):  # stable
+        out.setdefault((t.source, t.symbol, t.event_time_ms - t.event_time_ms % MINUTE_MS), []).append(t)
+    return {
+        key: {
+            "open": group[0].price,
+            "high": max(t.price for t in group),
+            "low": min(t.price for t in group),
+            "close": group[-1].price,
+            "volume": None,
+            "quote_volume": None,
+            "trades": len(group),
+        }
+        for key, group in out.items()
+    }
+
+
+@pytest.mark.unit
+def test_the_tick_built_sources_are_a_list_without_binance() -> None:
+    from pydantic import ValidationError
+
+    assert Settings().candles_from_ticks_sources == ("coingecko", "yahoo")
+    assert Settings(candles_from_ticks_sources=" Yahoo,coingecko,yahoo").candles_from_ticks_sources == (
+        "yahoo",
+        "coingecko",
+    )
+    assert Settings(candles_from_ticks_sources="").candles_from_ticks_sources == ()
+    with pytest.raises(ValidationError, match="binance has exchange klines"):
+        Settings(candles_from_ticks_sources="coingecko,binance")
+    with pytest.raises(ValidationError, match="unknown source: kraken"):
+        Settings(candles_from_ticks_sources="kraken")
+
+
+@pytest.mark.integration
+def test_the_job_builds_1m_candles_from_coingecko_and_yahoo_ticks_and_none_from_binance() -> None:
+    from pyflink.common import Configuration, Types
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    from tickpipe.ma_job.candle_job import transform
+
+    mixed, candle_ticks = tick_scenario()
+    exchange = walk("BTCUSDT", 3, seed=9)  # Binance's own candles still flow through the same job
+    config = Configuration()
+    config.set_string("python.executable", sys.executable)
+    config.set_string("parallelism.default", "1")
+    env = StreamExecutionEnvironment.get_execution_environment(config)
+    raw = env.from_collection([c.to_json().decode() for c in exchange], type_info=Types.STRING())
+    records = [t.to_json().decode() for t in mixed] + ['{"symbol":"AAPL","source":"yahoo"}']  # not a tick
+    raw_ticks = env.from_collection(records, type_info=Types.STRING())
+    rows, _, _, dead = transform(raw, Settings(), raw_ticks)
+    tagged = Types.PICKLED_BYTE_ARRAY()
+    out = rows.map(lambda r: ("row", tuple(r)), output_type=tagged).union(
+        dead.map(lambda r: ("dead", r), output_type=tagged)
+    )
+    with out.execute_and_collect() as results:
+        collected = list(results)
+
+    columns = ("open", "high", "low", "close", "volume", "quote_volume", "trades", *INDICATORS)
+    latest: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for item in collected:
+        if item[0] == "row":  # a candle written again (a late tick, its indicators) replaces the earlier row
+            source, symbol, open_time, *values = item[1]
+            latest[(source, symbol, open_time)] = dict(zip(columns, values, strict=True))
+    want = resample(candle_ticks)
+    built = {key: row for key, row in latest.items() if key[0] != "binance"}
+    assert sorted(built) == sorted(want)
+    for key, expected in want.items():
+        assert {column: built[key][column] for column in expected} == expected, key
+    assert {key for key in latest if key[0] == "binance"} == {("binance", c.symbol, c.open_time_ms) for c in exchange}
+    # Indicators over the candles that exist (the minutes without ticks are no hole): TA-Lib's on their closes.
+    for source, symbol in (("coingecko", "bitcoin/usd"), ("yahoo", "AAPL")):
+        series = sorted((key, row) for key, row in built.items() if key[:2] == (source, symbol))
+        reference_values = reference(np.array([row["close"] for _, row in series]))
+        for i, (key, row) in enumerate(series):
+            for column in INDICATORS:
+                value = _value(reference_values[TALIB[column]][i])
+                if value is None:
+                    assert row[column] is None, (key, column)
+                else:
+                    assert row[column] == pytest.approx(value, rel=RTOL, abs=ATOL), (key, column)
+    assert [item for item in collected if item[0] == "dead"] == []  # not a tick: the MA job's dead letter, not ours
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_job_restores_a_savepoint_taken_before_tick_candles_and_builds_them_with_late_ticks(
+    candle_job: CandleJobUnderTest, tmp_path: Path
+) -> None:
+    """The job as it was before candles from ticks (commit BEFORE_TICK_CANDLES, its graph built by that commit's
+    code) stops with a savepoint; this job starts from it with allowNonRestoredState false (`flink run
+    --fromSavepoint`, no `-n`), carries on the exchange series' indicators, and builds CoinGecko's candles from its
+    ticks on the session cluster: a late tick within the allowed lateness corrects its candle, a tick behind it is a
+    dead letter with its reason."""
+    from tickpipe.ma_job.cli import restore_failure
+
+    # Flat first: that commit's graph carries fewer signal columns than today's code (which its Python workers run)
+    # gives, so nothing may fire before the upgrade; the walk after it does.
+    walked = walk("BTCUSDT", 60, seed=11)
+    flat = [dataclasses.replace(c, open=100.0, high=100.0, low=100.0, close=100.0) for c in walked[:40]]
+    exchange = flat + walked[40:]
+    candle_job.produce([c.to_json() for c in flat])
+    data = subprocess.run(
+        ["git", "-C", str(REPO), "archive", BEFORE_TICK_CANDLES, "src", "services/ma-job/tickpipe"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    before = subprocess.run(
+        [sys.executable, "-m", "tickpipe.cli", "ma-job", "--candles", "--detached"],
+        env={**candle_job.env, "PYTHONPATH": f"{tmp_path / 'src'}:{tmp_path / 'services' / 'ma-job'}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert before.returncode == 0, before.stdout + before.stderr
+    old_id = before.stdout.split("SUBMITTED ")[1].split()[0]
+    wait_for(lambda: len(candle_job.candles()) >= 40, 240, "the exchange's first 40 candles in candles_1m")
+    savepoint = candle_job.rest.stop_with_savepoint(old_id, None)
+
+    candle_job.env["CANDLES_FROM_TICKS_IDLE_SECONDS"] = "5"  # Yahoo has no ticks here: idle after 5 s, not 60
+    new_id = candle_job.submit_detached("--resume", savepoint)
+    assert restore_failure(candle_job.rest, new_id) is None
+    assert candle_job.rest.state(new_id) == "RUNNING"
+    candle_job.produce([c.to_json() for c in walked[40:]])
+    rng = random.Random(5)
+    ticks = [
+        tick("coingecko", "bitcoin/usd", T0 + second * 1000, 97000.0 * math.exp(rng.gauss(0, 0.001)))
+        for second in sorted(rng.sample(range(8 * 60), 60))
+    ]
+    ticks += [tick("binance", "BTCUSDT", T0 + second * 1000, 97000.0) for second in range(0, 8 * 60, 5)]
+    produce_ticks(candle_job, ticks)
+    built = [t for t in ticks if t.source == "coingecko"]
+    # The watermark trails the newest tick by the out-of-orderness: the minutes that ended before it are closed.
+    watermark = max(t.event_time_ms for t in built) - 60_000
+    closed = [t for t in built if t.event_time_ms - t.event_time_ms % MINUTE_MS + MINUTE_MS <= watermark]
+
+    def tick_candles() -> dict[tuple[str, str, int], dict[str, Any]]:
+        return {key: row for key, row in candle_job.candles().items() if key[0] != "binance"}
+
+    def equal(want: dict[tuple[str, str, int], dict[str, Any]]) -> bool:
+        got = tick_candles()
+        return sorted(got) == sorted(want) and all(
+            {column: got[key][column] for column in row} == row for key, row in want.items()
+        )
+
+    wait_for(lambda: equal(resample(closed)), 240, "candles_1m equal to a resample of the closed minutes' ticks")
+    # Its state came through the savepoint: the exchange series' indicators continue (TA-Lib on the whole series).
+    wait_for(lambda: len(candle_job.candles()) - len(tick_candles()) == 60, 120, "the exchange's 60 candles")
+    exchange_rows = {k: row for k, row in candle_job.candles().items() if k[0] == "binance"}
+    assert_candles_equal(exchange_rows, expected_candles(exchange))
+
+    # Late: the candle of minute 2 closed; a tick for it within the allowed lateness (300 s) corrects it. Too late: a
+    # tick 20 minutes behind the watermark.
+    late = tick("coingecko", "bitcoin/usd", T0 + 2 * MINUTE_MS + 59_999, 99000.0)
+    too_late = tick("coingecko", "bitcoin/usd", T0 - 20 * MINUTE_MS, 98000.0)
+    produce_ticks(candle_job, [late, too_late])
+    wait_for(lambda: equal(resample([*closed, late])), 120, "the late tick's minute corrected in candles_1m")
+    dead = [
+        r for r in consume(candle_job.settings, candle_job.settings.kafka_dlq_topic, 1) if r["stage"] == "candle-job"
+    ]
+    assert [(r["reason"].split(":")[0], json.loads(r["raw"])["timestamp"]) for r in dead] == [
+        ("too late for its 1m candle", too_late.timestamp)
+    ]
+    assert dead[0]["source"] == "coingecko"
+
+
+def produce_ticks(job: CandleJobUnderTest, ticks: list[Tick]) -> None:
+    producer = Producer(producer_config(job.settings))
+    for t in ticks:
+        producer.produce(job.settings.kafka_topic, key=t.key.encode(), value=t.to_json())
+        producer.poll(0)
+    assert producer.flush(30) == 0

@@ -321,6 +321,27 @@ def test_chart_takes_each_sources_symbols_in_its_stored_case(
     )
 
 
+@pytest.mark.integration
+def test_chart_of_candles_built_from_ticks_draws_no_volume_bars(
+    fresh_database: Settings, stack: TestStack, tmp_path: Path
+) -> None:
+    """CoinGecko's and Yahoo's candles (built from ticks by the candle job) have volume NULL: no volume pane, in 1m
+    candles and in their roll-ups, never a zero bar."""
+    migrate(fresh_database)
+    load_candles(fresh_database, "bitcoin/usd", wave(3 * 60), source="coingecko")
+    with psycopg.connect(fresh_database.conninfo("owner")) as conn:
+        conn.execute("UPDATE candles_1m SET volume = NULL, quote_volume = NULL WHERE source = 'coingecko'")
+        hourly = conn.execute("SELECT volume FROM candles_1h WHERE source = 'coingecko'").fetchall()
+    assert hourly and all(volume is None for (volume,) in hourly)
+    for interval, count in (("1m", 121), ("1h", 3)):
+        out = tmp_path / f"{interval}.png"
+        args = ("--symbol", "bitcoin/usd", "--source", "coingecko", "--interval", interval, "--out", str(out))
+        result = chart(fresh_database, stack, *args)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"wrote {out} ({count} {interval} candles of bitcoin/usd from coingecko)"
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.unit
 def test_a_symbol_that_is_not_the_sources_is_a_one_line_error_before_any_connection(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

@@ -61,19 +61,26 @@ def plot_candles(candles: Candles, out: Path) -> Path:
     band = "Bollinger(20, 2), " if candles.interval == "1m" and _any(candles.bb_middle) else ""
     rsi = "RSI(14)" if candles.interval == "1m" else "RSI(14) of 1m closes at each close"
     title = f"{candles.symbol} ({candles.source}) {candles.interval} candles, {band}{rsi}"
+    # Candles built from ticks (CoinGecko, Yahoo) have no volume: no pane, and none of its options (mplfinance
+    # rejects them set to None).
+    volume: dict[str, Any] = {"volume": False}
+    if has_volume:
+        volume = {
+            "volume": True,
+            # From zero: mplfinance would start the axis near the smallest bar, making equal candles look unequal.
+            "volume_ylim": (0, 1.1 * float(frame["Volume"].max())),
+            "ylabel_lower": "volume",
+            **({"panel_ratios": (3, 1, 1.2)} if _any(candles.rsi) else {}),
+        }
     figure, _ = mpf.plot(
         frame,
         type="candle",
         style="yahoo",
-        volume=has_volume,
-        # From zero: mplfinance would start the axis near the smallest bar, making equal candles look unequal.
-        volume_ylim=(0, 1.1 * float(frame["Volume"].max())) if has_volume else None,
         addplot=extra,
-        panel_ratios=(3, 1, 1.2) if has_volume and _any(candles.rsi) else None,
         figsize=(12, 8),
         title=title,
         ylabel="price",
-        ylabel_lower="volume" if has_volume else None,
+        **volume,
         datetime_format="%m-%d %H:%M" if candles.interval != "1d" else "%Y-%m-%d",
         xrotation=0,
         warn_too_much_data=MAX_WARNING,

@@ -1,12 +1,19 @@
-"""The candle job: Kafka `candles` → indicators per (source, symbol) → JDBC upsert into `candles_1m`, signals →
-the `signals` table and topic, bad input → DLQ.
+"""The candle job: Kafka `candles` (and, for sources without exchange klines, 1m candles built from their ticks) →
+indicators per (source, symbol) → JDBC upsert into `candles_1m`, signals → the `signals` table and topic, bad input →
+DLQ.
 
 A Flink job of its own (`tickpipe-candle-job`, consumer group CANDLE_GROUP_ID), so the MA job's SQL and savepoints
 are untouched by it:
 
-    kafka `candles` ─ parse ─┬─ keyBy(source:symbol) ─ candle indicators ─┬─ candles_1m (JDBC upsert)
-                             │                                             ├─ signals (JDBC upsert/delete)
-                             └─ not a candle ── dead letters (Kafka DLQ)   └─ signals topic (JSON)
+    kafka `candles` ───── parse ──────────────┬──┬─ keyBy(source:symbol) ─ candle indicators ─┬─ candles_1m (upsert)
+    kafka `price-ticks` ─ candles from ticks ─┼──┘ (union)                                   ├─ signals (upsert/delete)
+                          (tick_candles.py)   │                                              └─ signals topic (JSON)
+                                              └─ not a candle, tick too late ── dead letters (Kafka DLQ)
+
+The tick branch (CANDLES_FROM_TICKS_SOURCES, default coingecko and yahoo: the sources without klines) builds each
+series' 1m candles in event-time windows with a watermark and an allowed lateness (tick_candles.py defines them),
+volume NULL; its candles join the exchange's before the key, so both take one path to the indicators and tables.
+A tick-built series has no gap repair: a minute without ticks is no hole to wait for (CandleSeries max_hold_ms 0).
 
 The keyed function holds the symbol's CandleSeries (candle_series.py: late, repaired, corrected and repeated candles
 give the indicators of the complete in-order series) and the signals given so far (candle_signals.py), pickled in
@@ -22,6 +29,7 @@ import sys
 from typing import Any
 
 from pyflink.common import Row, RowKind, Types
+from pyflink.common.job_client import JobClient
 from pyflink.datastream import (
     DataStream,
     KeyedProcessFunction,
@@ -32,10 +40,10 @@ from pyflink.datastream import (
 )
 from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
-from pyflink.table.table_result import TableResult
 
 from tickpipe.candle_schema import InvalidCandle, parse_candle
 from tickpipe.config import Settings, load_settings
+from tickpipe.ma_job import operator_ids
 from tickpipe.ma_job.candle_series import MINUTE_MS, Candle, CandleSeries
 from tickpipe.ma_job.candle_signals import Change, SymbolCandles
 from tickpipe.ma_job.candle_tables import (
@@ -45,9 +53,11 @@ from tickpipe.ma_job.candle_tables import (
     candles_source_ddl,
     signal_events_ddl,
     signals_sink_ddl,
+    tick_source_ddl,
 )
 from tickpipe.ma_job.job import job_configuration
 from tickpipe.ma_job.tables import dlq_ddl
+from tickpipe.ma_job.tick_candles import tick_candles
 from tickpipe.schema import dead_letter
 
 DEAD_LETTERS = OutputTag("candle-dead-letters", Types.STRING())
@@ -129,8 +139,11 @@ class ParseCandles(ProcessFunction):  # type: ignore[misc]
 class CandleIndicatorsFunction(KeyedProcessFunction):  # type: ignore[misc]
     """Per (source, symbol): add the candle to its series; emit every row to upsert and every signal change."""
 
-    def __init__(self, lookback_minutes: int) -> None:
+    tick_sources: tuple[str, ...] = ()  # sources whose candles the job builds from ticks (tick_candles.py)
+
+    def __init__(self, lookback_minutes: int, tick_sources: tuple[str, ...] = ()) -> None:
         self.look_back_ms = (lookback_minutes + MARGIN_MINUTES) * MINUTE_MS
+        self.tick_sources = tick_sources
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.state = runtime_context.get_state(ValueStateDescriptor("candles", Types.PICKLED_BYTE_ARRAY()))
@@ -142,7 +155,9 @@ class CandleIndicatorsFunction(KeyedProcessFunction):  # type: ignore[misc]
         key, source, symbol, open_time_ms, open_, high, low, close, volume, quote_volume, trades = value
         symbol_candles: SymbolCandles | None = self.state.value()
         if symbol_candles is None:
-            symbol_candles = SymbolCandles(CandleSeries(keep_ms=self.look_back_ms, max_hold_ms=self.look_back_ms))
+            # A tick-built series' missing minute had no ticks: nobody will fill it, so nothing waits for it.
+            hold_ms = 0 if source in self.tick_sources else self.look_back_ms
+            symbol_candles = SymbolCandles(CandleSeries(keep_ms=self.look_back_ms, max_hold_ms=hold_ms))
         candle = Candle(open_time_ms, open_, high, low, close, volume, quote_volume, trades)
         rows, changes = symbol_candles.add(candle)
         if not rows:
@@ -171,22 +186,31 @@ class CandleIndicatorsFunction(KeyedProcessFunction):  # type: ignore[misc]
             yield SIGNAL_EVENTS, Row(key, change.to_json(source, symbol))
 
 
-def transform(raw: DataStream, settings: Settings) -> tuple[DataStream, DataStream, DataStream, DataStream]:
-    """The job as a function of its input: raw candle strings → (candles_1m rows, signal rows with their row kind,
-    signal events (key, JSON), dead letters). Sources and sinks are elsewhere, so tests feed it elements."""
-    candles = raw.process(ParseCandles(), output_type=WIRE_CANDLE).name("parse candles").uid("parse-candles")
+def transform(
+    raw: DataStream, settings: Settings, raw_ticks: DataStream | None = None
+) -> tuple[DataStream, DataStream, DataStream, DataStream]:
+    """The job as a function of its input: raw candle strings (and raw tick strings, for the candles built from the
+    ticks of CANDLES_FROM_TICKS_SOURCES) → (candles_1m rows, signal rows with their row kind, signal events (key,
+    JSON), dead letters). Sources and sinks are elsewhere, so tests feed it elements."""
+    # Without the tick branch the operators are created in the order they had before it existed: Flink derives the
+    # ids of operators without a uid (the SQL sources and sinks) from the graph's shape and that order.
+    parsed = raw.process(ParseCandles(), output_type=WIRE_CANDLE).name("parse candles").uid("parse-candles")
+    candles, too_late = parsed, None
+    tick_sources = settings.candles_from_ticks_sources if raw_ticks is not None else ()
+    if raw_ticks is not None and tick_sources:
+        from_ticks, too_late = tick_candles(raw_ticks, settings, WIRE_CANDLE)
+        candles = parsed.union(from_ticks)
     rows = (
         candles.key_by(lambda candle: candle[0], key_type=Types.STRING())
-        .process(CandleIndicatorsFunction(settings.ingest_repair_lookback_minutes), output_type=CANDLE_ROW)
+        .process(
+            CandleIndicatorsFunction(settings.ingest_repair_lookback_minutes, tick_sources), output_type=CANDLE_ROW
+        )
         .name("candle indicators")
         .uid("candle-indicators")
     )
-    return (
-        rows,
-        rows.get_side_output(SIGNAL_ROWS),
-        rows.get_side_output(SIGNAL_EVENTS),
-        candles.get_side_output(DEAD_LETTERS),
-    )
+    signal_rows, signal_events = rows.get_side_output(SIGNAL_ROWS), rows.get_side_output(SIGNAL_EVENTS)
+    dead = parsed.get_side_output(DEAD_LETTERS)
+    return rows, signal_rows, signal_events, dead if too_late is None else dead.union(too_late)
 
 
 def build(env: StreamExecutionEnvironment, settings: Settings) -> Any:
@@ -205,7 +229,14 @@ def build(env: StreamExecutionEnvironment, settings: Settings) -> Any:
         t_env.execute_sql(ddl)
     # The SQL Kafka source rather than PyFlink's KafkaSource wrapper (see job.py).
     raw = t_env.to_data_stream(t_env.from_path("candles_raw")).map(lambda row: row[0], output_type=Types.STRING())
-    rows, signal_rows, signal_events, dead = transform(raw, settings)
+    raw_ticks = None
+    if settings.candles_from_ticks_sources:
+        # Created after the candles source: the sources' order is part of Flink's generated operator ids.
+        t_env.execute_sql(tick_source_ddl(settings))
+        raw_ticks = t_env.to_data_stream(t_env.from_path("ticks_raw")).map(
+            lambda row: row[0], output_type=Types.STRING()
+        )
+    rows, signal_rows, signal_events, dead = transform(raw, settings, raw_ticks)
     t_env.create_temporary_view("candle_rows", t_env.from_data_stream(rows))
     t_env.create_temporary_view("signal_changes", t_env.from_changelog_stream(signal_rows))
     t_env.create_temporary_view("signal_events_out", t_env.from_data_stream(signal_events))
@@ -226,10 +257,16 @@ def _quoted(*names: str) -> str:
     return ", ".join(f"`{name}`" for name in names)
 
 
-def execute(settings: Settings, **config: str) -> TableResult:
+def execute(settings: Settings, **config: str) -> JobClient:
+    """Submit the job. Its stream graph goes through operator_ids.pin first: the SQL operators get fixed uids (and
+    the ids they had before), so savepoints restore across changes of the graph."""
     options = {"pipeline.name": candle_job_name(settings), **config}
     env = StreamExecutionEnvironment.get_execution_environment(job_configuration(settings, **options))
-    return build(env, settings).execute()
+    build(env, settings).attach_as_datastream()
+    # What env.execute_async does, with the graph in hand between building and submitting it.
+    graph = env._generate_stream_graph(clear_transformations=True, job_name=options["pipeline.name"])
+    operator_ids.pin(graph)
+    return JobClient(env._j_stream_execution_environment.executeAsync(graph))
 
 
 def main(argv: list[str] | None = None) -> None:

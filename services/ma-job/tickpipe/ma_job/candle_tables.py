@@ -62,6 +62,12 @@ def candles_source_ddl(settings: Settings) -> str:
     return raw_source_ddl(settings, "candles_raw", settings.kafka_candles_topic, settings.candle_group_id)
 
 
+def tick_source_ddl(settings: Settings) -> str:
+    """The ticks (KAFKA_TOPIC) as raw strings, read in the candle job's own group: the job builds 1m candles from the
+    ticks of CANDLES_FROM_TICKS_SOURCES (tick_candles.py). The MA job reads the same topic in its group."""
+    return raw_source_ddl(settings, "ticks_raw", settings.kafka_topic, settings.candle_group_id)
+
+
 def candles_sink_ddl(settings: Settings) -> str:
     """Upsert on (source, symbol, open_time): a candle written again with its indicators replaces the NULL ones, and
     a replay rewrites rows instead of doubling them."""

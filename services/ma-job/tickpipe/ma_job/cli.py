@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
@@ -37,7 +38,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     start.add_argument(
         "--resume-if-possible",
         action="store_true",
-        help="start from the last savepoint/checkpoint of this consumer group, if there is one",
+        help="start from the last savepoint/checkpoint of this consumer group, if there is one; if the job's plan "
+        "cannot restore it (a changed SQL plan), start as --reseed does",
+    )
+    start.add_argument(
+        "--reseed",
+        metavar="PATH",
+        nargs="?",
+        const="",
+        help="sql engine: start without state after the job that took this savepoint or retained checkpoint (default: "
+        "the last one recorded), from its Kafka offsets, the windows re-filled by re-reading the ticks before them "
+        "(nothing before those offsets is written again); for a savepoint the new plan cannot restore",
     )
     parser.add_argument(
         "--engine",
@@ -119,21 +130,81 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     elif running:
         raise CommandError(f"job {name} is already running as {running[0].job_id}; stop it first: {stop_command}")
     resume = args.resume or (resume_point.load() if args.resume_if_possible else None)
+    reseed = _reseed_from(getattr(args, "reseed", None), engine, resume_point)
     if resume and not args.resume and resume_point.engine() not in (None, engine):
         raise CommandError(
             f"the last run of this job used the {resume_point.engine()} engine; its state cannot be restored by "
             f"the {engine} engine: start with --engine {resume_point.engine()}, or delete {resume_point.path} "
             "to start over from the committed Kafka offsets"
         )
-    job_id = submit(settings, resume=resume, discard_sink=args.discard_sink, candles=candles)
-    log.info("job_submitted", job=name, engine=engine, job_id=job_id, resumed_from=resume, rest=settings.flink_rest_url)
+    job_id = submit(settings, resume=resume, reseed=reseed, discard_sink=args.discard_sink, candles=candles)
+    if resume and engine == MaEngine.SQL.value:
+        failure = restore_failure(rest, job_id)
+        if failure:
+            job_id, reseed = (
+                _reseed_instead(rest, job_id, settings=settings, args=args, resume=resume, failure=failure),
+                resume,
+            )
+            resume = None
+    log.info(
+        "job_submitted",
+        job=name,
+        engine=engine,
+        job_id=job_id,
+        resumed_from=resume,
+        reseeded_after=reseed,
+        rest=settings.flink_rest_url,
+    )
     print(f"SUBMITTED {job_id}", flush=True)
     if args.detached:
         return 0
     return watch(rest, job_id, resume_point, engine)
 
 
-def submit(settings: Settings, *, resume: str | None = None, discard_sink: bool = False, candles: bool = False) -> str:
+def _reseed_from(reseed: str | None, engine: str, resume_point: ResumePoint) -> str | None:
+    """The savepoint or checkpoint a `--reseed [PATH]` start continues after (PATH, or the recorded one)."""
+    if reseed is None:
+        return None
+    if engine != MaEngine.SQL.value:
+        raise CommandError("--reseed starts the MA job's sql engine without state; the other jobs have fixed uids")
+    found = reseed or resume_point.load()
+    if not found:
+        raise CommandError(
+            f"--reseed needs the savepoint or checkpoint of the job before ({resume_point.path} records none): "
+            "give its path, --reseed PATH"
+        )
+    return found
+
+
+def _reseed_instead(
+    rest: FlinkRest, job_id: str, *, settings: Settings, args: argparse.Namespace, resume: str, failure: str
+) -> str:
+    """The job could not restore `resume` (a plan changed by a SQL edit): start it without state after it."""
+    if rest.state(job_id) not in TERMINAL_STATES:
+        rest.cancel(job_id)
+    if args.resume:  # a savepoint asked for by name: say so, do not start something else
+        raise CommandError(
+            f"the job's plan cannot restore {resume} ({failure}); start with --reseed {resume} to continue from "
+            "its Kafka offsets with re-filled windows"
+        )
+    log.warning(
+        "savepoint_not_restorable",
+        savepoint=resume,
+        reason=failure,
+        action="starting without state from the savepoint's Kafka offsets, windows re-filled from the ticks "
+        "before them (--reseed)",
+    )
+    return submit(settings, reseed=resume, discard_sink=args.discard_sink)
+
+
+def submit(
+    settings: Settings,
+    *,
+    resume: str | None = None,
+    reseed: str | None = None,
+    discard_sink: bool = False,
+    candles: bool = False,
+) -> str:
     """Submit the job to the session cluster at FLINK_REST_URL with Flink's own client; return the job id.
 
     `flink run -pym` runs `tickpipe.ma_job.job` (or `tickpipe.ma_job.candle_job`) in a Python client that builds
@@ -148,6 +219,7 @@ def submit(settings: Settings, *, resume: str | None = None, discard_sink: bool 
             "--engine",
             settings.ma_engine.value,
             *(["--discard-sink"] if discard_sink else []),
+            *(["--reseed", reseed] if reseed else []),
         ]
     )
     from tickpipe.stack.components import flink_home, java  # the Flink distribution inside PyFlink
@@ -187,6 +259,37 @@ def submit(settings: Settings, *, resume: str | None = None, discard_sink: bool 
             + (reasons[0] if reasons else " | ".join(output[-5:]))
         )
     return found.group(1)
+
+
+# What Flink says when a savepoint's state does not fit the job: an operator it cannot find (a changed plan), or
+# state of an operator it finds that its serializers cannot read.
+RESTORE_FAILURES = (
+    "Failed to rollback to checkpoint/savepoint",
+    "Cannot map checkpoint/savepoint state",
+    "StateMigrationException",
+    "Failed to restore",
+    "is incompatible",
+)
+RESTORE_TIMEOUT_SECONDS = 180.0
+
+
+def restore_failure(rest: FlinkRest, job_id: str, timeout: float = RESTORE_TIMEOUT_SECONDS) -> str | None:
+    """Why the job could not restore its savepoint, or None once every task runs (state is restored before a task
+    runs) or the job ended for another reason (watch() reports that)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            cause = rest.root_exception(job_id)
+            reason = next((line.strip() for line in cause.splitlines() if any(m in line for m in RESTORE_FAILURES)), "")
+            if reason:
+                return reason[:500]
+            states = rest.vertex_states(job_id)
+            if rest.state(job_id) in TERMINAL_STATES or (states and all(s == "RUNNING" for s in states)):
+                return None
+        except FlinkRestError as error:
+            log.warning("flink_unreachable", job_id=job_id, error=str(error))
+        time.sleep(POLL_SECONDS)  # polling an external system, not synchronising our own threads
+    return None
 
 
 def watch(rest: FlinkRest, job_id: str, resume_point: ResumePoint, engine: str) -> int:

@@ -57,6 +57,13 @@ class FlinkRest:
         newest = max(done, key=lambda entry: entry.get("latest_ack_timestamp", 0), default=None)
         return str(newest["external_path"]) if newest else None
 
+    def vertex_states(self, job_id: str) -> list[str]:
+        return [str(vertex["status"]) for vertex in self._call("GET", f"/jobs/{job_id}")["vertices"]]
+
+    def root_exception(self, job_id: str) -> str:
+        """The job's latest failure as Flink's stack trace text ("" while it has none)."""
+        return str(self._call("GET", f"/jobs/{job_id}/exceptions").get("root-exception") or "")
+
     def completed_checkpoints(self, job_id: str) -> int:
         counts = self._call("GET", f"/jobs/{job_id}/checkpoints").get("counts", {})
         return int(counts.get("completed", 0))

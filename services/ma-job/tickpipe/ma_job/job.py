@@ -33,10 +33,15 @@ from pyflink.table import StreamTableEnvironment
 from pyflink.table.table_result import TableResult
 
 from tickpipe.config import MaEngine, Settings, load_settings
+from tickpipe.logs import get_logger
 from tickpipe.ma_job import sql_engine
 from tickpipe.ma_job.indicators import SymbolWindow, stale_reason
+from tickpipe.ma_job.reseed import ReseedPlan
+from tickpipe.ma_job.reseed import plan as reseed_plan
 from tickpipe.ma_job.tables import STAGE, discard_sink_ddl, dlq_ddl, job_name, sink_ddl, source_ddl
 from tickpipe.schema import InvalidTick, Tick, dead_letter, parse_tick
+
+log = get_logger("tickpipe.ma_job")
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 TICK = Types.ROW_NAMED(
@@ -127,15 +132,18 @@ def job_configuration(settings: Settings, **extra: str) -> Configuration:
     return config
 
 
-def build(env: StreamExecutionEnvironment, settings: Settings, *, discard_sink: bool = False) -> Any:
-    """Add the job's operators to `env`; return the statement set that writes both sinks."""
+def build(
+    env: StreamExecutionEnvironment, settings: Settings, *, discard_sink: bool = False, reseed: ReseedPlan | None = None
+) -> Any:
+    """Add the job's operators to `env`; return the statement set that writes both sinks. With `reseed` (sql engine
+    only), a start without state: reading from its start offsets, writing from its first written offsets."""
     t_env = StreamTableEnvironment.create(env)
-    t_env.execute_sql(source_ddl(settings))
+    t_env.execute_sql(source_ddl(settings, reseed.startup_offsets() if reseed else None))
     t_env.execute_sql(discard_sink_ddl() if discard_sink else sink_ddl(settings))
     t_env.execute_sql(dlq_ddl(settings))
     statements = t_env.create_statement_set()
     if settings.ma_engine is MaEngine.SQL:
-        sql_engine.build(t_env, statements)
+        sql_engine.build(t_env, statements, reseed.first_written_map() if reseed else "")
     else:
         _build_keyed(env, t_env, statements)
     return statements
@@ -144,7 +152,9 @@ def build(env: StreamExecutionEnvironment, settings: Settings, *, discard_sink: 
 def _build_keyed(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, statements: Any) -> None:
     # The SQL Kafka source rather than PyFlink's KafkaSource wrapper: that one expects the shaded uber-jar, which
     # Maven Central does not carry for Flink 1.20.
-    raw = t_env.to_data_stream(t_env.from_path("ticks_raw")).map(lambda row: row[0], output_type=Types.STRING())
+    raw = t_env.to_data_stream(t_env.sql_query("SELECT `raw` FROM ticks_raw")).map(
+        lambda row: row[0], output_type=Types.STRING()
+    )
     ticks = raw.process(ParseTicks(), output_type=TICK).name("parse ticks").uid("parse-ticks")
     rows = (
         ticks.key_by(lambda tick: tick[0], key_type=Types.STRING())
@@ -162,16 +172,43 @@ def _build_keyed(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment,
     statements.add_insert_sql("INSERT INTO dead_letters SELECT f0 FROM rejected")
 
 
-def execute(settings: Settings, *, discard_sink: bool = False, **config: str) -> TableResult:
+def execute(settings: Settings, *, discard_sink: bool = False, reseed: str | None = None, **config: str) -> TableResult:
     env = StreamExecutionEnvironment.get_execution_environment(job_configuration(settings, **config))
-    return build(env, settings, discard_sink=discard_sink).execute()
+    plan = None
+    if reseed:
+        restoring = _savepoint_path(env)
+        if restoring:
+            # Restored state already holds the windows and the offsets; the committed offsets may be newer than a
+            # rolled-back savepoint's, and skipping writes up to them would lose rows.
+            log.warning("reseed_ignored", reason="the job restores state", savepoint=restoring)
+        elif settings.ma_engine is not MaEngine.SQL:
+            raise ValueError("--reseed is for the sql engine; the keyed engine's operators have fixed uids")
+        else:
+            plan = reseed_plan(settings, reseed)
+            log.info(
+                "reseed_plan",
+                start=plan.startup_offsets(),
+                first_written=plan.first_written_map(),
+                seed_records=plan.seed_records,
+                oldest_needed=plan.oldest_needed.isoformat() if plan.oldest_needed else None,
+            )
+    return build(env, settings, discard_sink=discard_sink, reseed=plan).execute()
+
+
+def _savepoint_path(env: StreamExecutionEnvironment) -> str | None:
+    # `flink run --fromSavepoint` and the Kubernetes operator pass it in the configuration the client builds in.
+    value = env._j_stream_execution_environment.getConfiguration().toMap().get("execution.savepoint.path")
+    return str(value) if value else None
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point when Flink runs this module (`flink run -pym`, application mode): submit and return."""
+    """Entry point when Flink runs this module (`flink run -pym`, application mode): submit and return.
+    `--reseed <savepoint>`: start without state after the job that took the savepoint (or retained checkpoint),
+    from its Kafka offsets, windows re-filled (tickpipe.ma_job.reseed)."""
     args = sys.argv[1:] if argv is None else argv
     overrides = {"ma_engine": args[args.index("--engine") + 1]} if "--engine" in args else {}
-    execute(load_settings(**overrides), discard_sink="--discard-sink" in args)
+    reseed = args[args.index("--reseed") + 1] if "--reseed" in args else None
+    execute(load_settings(**overrides), discard_sink="--discard-sink" in args, reseed=reseed)
 
 
 if __name__ == "__main__":

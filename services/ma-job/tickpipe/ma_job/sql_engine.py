@@ -7,18 +7,23 @@
 Windows are per series (tickpipe.schema.series_key: the symbol for Binance, `<source>:<symbol>` for the other
 sources) and ordered by processing time: the series is also the Kafka key, which keeps each series' ticks in order,
 and no watermark means an idle partition cannot stall the job. A Binance series keeps the key (a string) it had
-before sources existed; whether Flink maps a savepoint of the earlier plan onto this one is not tested (the keyed
-engine's operators have fixed uids, and its key is the same string). MA(n) is the plain sum of the current price
-and n-1 LAGs (never a running sum with retraction, which leaves rounding residue after a jump across orders of
-magnitude), NULL until n ticks of the series have been seen. Parsing (PARSE_TICK) and the newest-time check
-(NEWEST_BEFORE) are two small Java functions (services/ma-job/udf): the parser follows `tickpipe.schema.parse_tick`,
-reason texts included, and a test runs both parsers over the same payloads.
+before sources existed, and a savepoint of the plan before series (a1b33e1) restores into this one
+(tests/ma_job/test_upgrade.py). Operator ids are Flink's hashes of the plan's shape, not pinned uids
+(table.exec.uid.generation pins them for compiled plans only; its `<id>` counts ExecNodes and moves with any edit):
+a SQL edit that changes the shape makes a savepoint unrestorable, and then the job starts without state from the
+savepoint's Kafka offsets with its windows re-filled (reseed.py; `written` marks the records written again).
+MA(n) is the plain sum of the current price and n-1 LAGs (never a running sum with retraction, which leaves
+rounding residue after a jump across orders of magnitude), NULL until n ticks of the series have been seen.
+Parsing (PARSE_TICK) and the newest-time check (NEWEST_BEFORE) are two small Java functions (services/ma-job/udf):
+the parser follows `tickpipe.schema.parse_tick`, reason texts included, and a test runs both parsers over the same
+payloads.
 """
 
 # The SQL below is assembled from constants of this module only, never from input: S608 does not apply.
 # ruff: noqa: S608
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pyflink.table import StreamTableEnvironment
@@ -39,7 +44,7 @@ FUNCTIONS = {
 # One row per record: the tick's fields and its series, or the reason it is not a tick (the rules of
 # tickpipe.schema.parse_tick).
 PARSED = """
-SELECT proc, p.symbol, p.ts, p.price, p.volume, p.source, p.reason, p.rejected_raw, p.raw_length,
+SELECT proc, written, p.symbol, p.ts, p.price, p.volume, p.source, p.reason, p.rejected_raw, p.raw_length,
   CASE WHEN p.source = 'binance' THEN p.symbol ELSE CONCAT(p.source, ':', p.symbol) END AS series
 FROM ticks_raw_timed, LATERAL TABLE(PARSE_TICK(payload)) AS p"""
 
@@ -47,7 +52,7 @@ FROM ticks_raw_timed, LATERAL TABLE(PARSE_TICK(payload)) AS p"""
 # out of order, and must not enter the windows. The payload stays behind (a stale tick's dead letter carries the
 # tick as parsed, as the keyed engine's does): not shipping it through two shuffles is ~20 % of the throughput.
 CHECKED = """
-SELECT proc, series, symbol, ts, price, volume, source,
+SELECT proc, written, series, symbol, ts, price, volume, source,
   NEWEST_BEFORE(ts) OVER (PARTITION BY series ORDER BY proc) AS newest_before
 FROM parsed WHERE reason IS NULL"""
 
@@ -87,26 +92,44 @@ def _moving_average(n: int) -> str:
 
 
 AVERAGES = f"""
-SELECT ts, source, symbol, price, volume,
+SELECT written, ts, source, symbol, price, volume,
   {_moving_average(SHORT_WINDOW)} AS ma_short,
   {_moving_average(LONG_WINDOW)} AS ma_long
 FROM checked WHERE newest_before IS NULL OR ts > newest_before
 WINDOW w AS (PARTITION BY series ORDER BY proc)"""
 
 
-def build(t_env: StreamTableEnvironment, statements: Any) -> None:
-    """Add the engine's inserts into `price_ticks` and `dead_letters` (declared by the caller) to `statements`."""
+def _written(first_written: str) -> str:
+    # A record is written (a row or a dead letter) from its partition's first written offset on; the records
+    # before it are seeds that only re-fill the windows (reseed.py). The offsets are data of one expression, the
+    # same expression with or without them (`0=120,1=96` or ''), so a seeded start and a plain one have one plan.
+    if not re.fullmatch(r"(\d+=\d+(,\d+=\d+)*)?", first_written):
+        raise ValueError(f"first written offsets must look like 0=120,1=96, not {first_written!r}")
+    first = f"STR_TO_MAP('{first_written}', ',', '=')[CAST(`partition` AS STRING)]"
+    return f"`offset` >= CAST(COALESCE({first}, '0') AS BIGINT)"
+
+
+def build(t_env: StreamTableEnvironment, statements: Any, first_written: str = "") -> None:
+    """Add the engine's inserts into `price_ticks` and `dead_letters` (declared by the caller) to `statements`;
+    nothing is written for records before `first_written` (`partition=offset,...`)."""
     for name, java_class in FUNCTIONS.items():
         t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS {name} AS '{java_class}' LANGUAGE JAVA")
     t_env.create_temporary_view(
-        "ticks_raw_timed", t_env.sql_query("SELECT `raw` AS payload, PROCTIME() AS proc FROM ticks_raw")
+        "ticks_raw_timed",
+        t_env.sql_query(
+            f"SELECT `raw` AS payload, PROCTIME() AS proc, {_written(first_written)} AS written FROM ticks_raw"
+        ),
     )
     t_env.create_temporary_view("parsed", t_env.sql_query(PARSED))
     t_env.create_temporary_view("checked", t_env.sql_query(CHECKED))
-    statements.add_insert_sql(f"INSERT INTO price_ticks {AVERAGES}")
+    t_env.create_temporary_view("averages", t_env.sql_query(AVERAGES))
+    statements.add_insert_sql(
+        "INSERT INTO price_ticks SELECT ts, source, symbol, price, volume, ma_short, ma_long FROM averages "
+        "WHERE written"
+    )
     rejected = _dead_letter("reason", "rejected_raw", "raw_length")
     stale = _dead_letter(STALE_REASON, TICK_JSON, f"CHAR_LENGTH({TICK_JSON})")
     statements.add_insert_sql(
-        f"INSERT INTO dead_letters SELECT {rejected} FROM parsed WHERE reason IS NOT NULL "
-        f"UNION ALL SELECT {stale} FROM checked WHERE ts <= newest_before"
+        f"INSERT INTO dead_letters SELECT {rejected} FROM parsed WHERE reason IS NOT NULL AND written "
+        f"UNION ALL SELECT {stale} FROM checked WHERE ts <= newest_before AND written"
     )

@@ -59,15 +59,27 @@ def _jaas_quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def source_ddl(settings: Settings) -> str:
+def source_ddl(settings: Settings, start_offsets: str | None = None) -> str:
     """Ticks as raw strings: parsing happens in the job with the shared tick schema, so that a bad record becomes
-    a dead letter with its reason, never a deserialisation failure that stops the job."""
-    return raw_source_ddl(settings, "ticks_raw", settings.kafka_topic, settings.kafka_group_id)
+    a dead letter with its reason, never a deserialisation failure that stops the job. With each record its
+    partition and offset (a start without state writes nothing before the committed offsets: reseed.py), and,
+    given `start_offsets` (`scan.startup.specific-offsets`), reading starts there instead of the committed
+    offsets; a restored job reads on from its state either way."""
+    columns = "\n  `raw` STRING,\n  `partition` INT METADATA VIRTUAL,\n  `offset` BIGINT METADATA VIRTUAL"
+    options = raw_source_options(settings, settings.kafka_topic, settings.kafka_group_id)
+    if start_offsets:
+        options["scan.startup.mode"] = "specific-offsets"
+        options["scan.startup.specific-offsets"] = start_offsets
+    return table_ddl("ticks_raw", columns, options)
 
 
 def raw_source_ddl(settings: Settings, table: str, topic: str, group_id: str) -> str:
     """A Kafka topic read as raw UTF-8 strings, one column `raw`, by the consumer group `group_id`."""
-    options = {
+    return table_ddl(table, "\n  `raw` STRING", raw_source_options(settings, topic, group_id))
+
+
+def raw_source_options(settings: Settings, topic: str, group_id: str) -> dict[str, str]:
+    return {
         "connector": "kafka",
         "topic": topic,
         "properties.bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -80,7 +92,6 @@ def raw_source_ddl(settings: Settings, table: str, topic: str, group_id: str) ->
         "raw.charset": "UTF-8",
         **kafka_security_options(settings),
     }
-    return table_ddl(table, "\n  `raw` STRING", options)
 
 
 def dlq_ddl(settings: Settings) -> str:
