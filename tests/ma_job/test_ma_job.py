@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+import psutil
 import pytest
 
 from tests.conftest import TestStack
@@ -213,3 +215,37 @@ def test_stopping_the_launcher_takes_a_savepoint_and_the_next_start_continues(jo
     job.submit_detached("--resume-if-possible")
     job.wait_for_rows(40, "40 rows after the restart")
     assert_same_rows(table_rows(job.settings), expected_rows(ticks))
+
+
+def test_a_ctrl_c_during_the_submission_stops_the_job_once_it_exists(job: JobUnderTest) -> None:
+    """The launcher's process group gets SIGINT (a terminal's Ctrl-C) while Flink's client is still submitting: the
+    job must not be left running behind a launcher that has gone, and the next start continues from its savepoint."""
+    ticks = random_walk(["BTCUSDT"], 30, seed=8)
+    produce(job.settings, keyed(ticks[:20]))
+    launcher = job.command(start_new_session=True)
+    try:
+        wait_for(lambda: submitting(launcher.pid), 120, "Flink's client submitting the job")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; the launcher said: {killed(launcher)}") from None
+    assert not job.rest.running(job_name(job.settings)), "the test is late: the job was already submitted"
+    os.killpg(launcher.pid, signal.SIGINT)
+    output, _ = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, output
+    assert "SUBMITTED" in output and "job_stopped" in output, output
+    assert not job.rest.running(job_name(job.settings)), output
+    saved = ResumePoint(job.settings.kafka_group_id).load()
+    assert saved is not None and "savepoint" in saved
+
+    produce(job.settings, keyed(ticks[20:]))
+    job.submit_detached("--resume-if-possible")
+    job.wait_for_rows(len(ticks), f"{len(ticks)} rows after the restart")
+    assert_same_rows(table_rows(job.settings), expected_rows(ticks))
+
+
+def submitting(pid: int) -> bool:
+    """Whether the launcher `pid` has Flink's client (`bin/flink run`) among its children."""
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if "flink" in " ".join(child.cmdline()):
+                return True
+    return False

@@ -9,6 +9,7 @@ checkpoint if the launcher itself was killed. In a cluster the Flink Kubernetes 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from tickpipe.ma_job.tables import job_name
 
 log = get_logger("tickpipe.ma_job")
 POLL_SECONDS = 2.0
+START_TIMEOUT_SECONDS = 60.0  # a job stopped right after its submission: how long its tasks may take to run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,9 +139,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"the {engine} engine: start with --engine {resume_point.engine()}, or delete {resume_point.path} "
             "to start over from the committed Kafka offsets"
         )
+    # A stop asked for while the job is being submitted (Ctrl-C, `tickpipe run` stopping) is kept until the job
+    # exists, then the job is stopped as watch() stops it: never left running behind a launcher that is gone.
+    stop = threading.Event() if args.detached else stop_requests()
     job_id = submit(settings, resume=resume, reseed=reseed, discard_sink=args.discard_sink, candles=candles)
     if resume and engine == MaEngine.SQL.value:
-        failure = restore_failure(rest, job_id)
+        failure = restore_failure(rest, job_id, stop=stop)
         if failure:
             job_id, reseed = (
                 _reseed_instead(rest, job_id, settings=settings, args=args, resume=resume, failure=failure),
@@ -158,7 +163,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(f"SUBMITTED {job_id}", flush=True)
     if args.detached:
         return 0
-    return watch(rest, job_id, resume_point, engine)
+    return watch(rest, job_id, resume_point, engine, stop)
+
+
+def stop_requests() -> threading.Event:
+    """An event set by SIGINT or SIGTERM from now on (the launcher's stop request)."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
+    return stop
 
 
 def _reseed_from(reseed: str | None, engine: str, resume_point: ResumePoint) -> str | None:
@@ -223,6 +240,7 @@ def submit(
         ]
     )
     from tickpipe.stack.components import flink_home, java  # the Flink distribution inside PyFlink
+    from tickpipe.stack.process import die_with_parent
 
     rest = urlsplit(settings.flink_rest_url)
     command = [
@@ -244,7 +262,18 @@ def submit(
     env.update(settings.as_env())  # the job is built from exactly these settings
     env["FLINK_HOME"] = str(flink_home())
     env.setdefault("JAVA_HOME", str(Path(java()).resolve().parent.parent))
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    # The client runs in a session of its own, so a Ctrl-C meant for the launcher does not kill it halfway through
+    # a submission (the launcher stops the job once it exists), and it dies with the launcher if that is killed.
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+        start_new_session=True,
+        preexec_fn=die_with_parent(signal.SIGKILL),
+    )
     found = re.search(r"JobID ([0-9a-f]{32})", result.stdout)
     if result.returncode != 0 or not found:
         output = (result.stdout + result.stderr).strip().splitlines()
@@ -273,11 +302,13 @@ RESTORE_FAILURES = (
 RESTORE_TIMEOUT_SECONDS = 180.0
 
 
-def restore_failure(rest: FlinkRest, job_id: str, timeout: float = RESTORE_TIMEOUT_SECONDS) -> str | None:
+def restore_failure(
+    rest: FlinkRest, job_id: str, timeout: float = RESTORE_TIMEOUT_SECONDS, stop: threading.Event | None = None
+) -> str | None:
     """Why the job could not restore its savepoint, or None once every task runs (state is restored before a task
-    runs) or the job ended for another reason (watch() reports that)."""
+    runs), the job ended for another reason (watch() reports that), or a stop was asked for."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
         try:
             cause = rest.root_exception(job_id)
             reason = next((line.strip() for line in cause.splitlines() if any(m in line for m in RESTORE_FAILURES)), "")
@@ -292,15 +323,8 @@ def restore_failure(rest: FlinkRest, job_id: str, timeout: float = RESTORE_TIMEO
     return None
 
 
-def watch(rest: FlinkRest, job_id: str, resume_point: ResumePoint, engine: str) -> int:
+def watch(rest: FlinkRest, job_id: str, resume_point: ResumePoint, engine: str, stop: threading.Event) -> int:
     """Follow the job until it ends or we are told to stop (then stop it with a savepoint)."""
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, request_stop)
     last_state, last_checkpoint = "", None
     while not stop.wait(POLL_SECONDS):
         try:
@@ -319,6 +343,14 @@ def watch(rest: FlinkRest, job_id: str, resume_point: ResumePoint, engine: str) 
             log.error("job_ended", job_id=job_id, state=state, hint="see the Flink logs under $TICKPIPE_HOME/flink/log")
             return 1
     log.info("job_stopping", job_id=job_id, how="stop-with-savepoint")
+    # A savepoint needs every task running: a job stopped right after its submission may still be deploying.
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FlinkRestError):
+            states = rest.vertex_states(job_id)
+            if (states and all(s == "RUNNING" for s in states)) or rest.state(job_id) in TERMINAL_STATES:
+                break
+        time.sleep(0.5)  # polling an external system, not synchronising our own threads
     try:
         location = rest.stop_with_savepoint(job_id, None)
     except FlinkRestError as error:

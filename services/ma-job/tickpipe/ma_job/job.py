@@ -114,6 +114,7 @@ def job_configuration(settings: Settings, **extra: str) -> Configuration:
         "restart-strategy.exponential-delay.initial-backoff": "1 s",
         "restart-strategy.exponential-delay.max-backoff": "30 s",
         "table.local-time-zone": "UTC",
+        "execution.buffer-timeout.interval": f"{settings.flink_buffer_timeout_ms} ms",
         # Chained JVM operators hand records over without a defensive copy (~25 % faster on the sql engine);
         # none of ours keeps a reference to a record after emitting it.
         "pipeline.object-reuse": "true",
