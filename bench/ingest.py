@@ -1,5 +1,7 @@
 """The ingestor: its message path (normalize → de-duplicate → produce) against a raw producer, and the whole
-process fed over WebSocket by the simulator with 1,000 symbols (rate, CPU, RSS)."""
+process fed over WebSocket by the load generator (or the simulator) with 1,000 symbols (rate, CPU, RSS).
+
+`python -m bench.ingest` runs the three on a Kafka of its own (about a minute)."""
 
 from __future__ import annotations
 
@@ -71,15 +73,27 @@ def raw_producer(settings: Settings, count: int, symbol_count: int) -> Measureme
     return Measurement("raw confluent-kafka producer (same payloads)", count, count / (time.perf_counter() - start))
 
 
-def over_websocket(settings: Settings, symbol_count: int, seconds: float, log_dir: Path) -> Measurement:
-    """Simulator (own thread) → ingestor process → Kafka for `seconds`: what the process sustains, and its RSS."""
+def over_websocket(
+    settings: Settings,
+    symbol_count: int,
+    seconds: float,
+    log_dir: Path,
+    *,
+    sender: str = "loadgen",
+    offered: float = 200_000.0,
+    env: dict[str, str] | None = None,
+) -> Measurement:
+    """A sender process (bench/senders.py: the load generator by default, or the simulator) → ingestor process →
+    Kafka for `seconds`, `offered` ticks/s over `symbol_count` symbols (more than the ingestor takes: the figure is
+    its ceiling). Messages/s delivered (Kafka's acknowledgements, the ingestor's own counter), the ingestor's CPU
+    and messages/s per core of it, the sender's CPU apart. `env` is added to the ingestor's environment."""
+    from bench import senders
     from tickpipe.run.stages import StageProcess
-    from tickpipe.sim.server import SimOptions, SimThread
     from tickpipe.stack.process import free_port, wait_until
 
     symbols = [f"SYM{i:04d}USDT" for i in range(symbol_count)]
     port = free_port()
-    with SimThread(SimOptions(symbols=symbols, rate=1000.0)) as sim:
+    with senders.sender(sender, [s.lower() for s in symbols], offered / symbol_count, log_dir) as running:
         stage = StageProcess(
             "ingestor",
             ["ingest", "--symbols", ",".join(symbols)],
@@ -87,31 +101,43 @@ def over_websocket(settings: Settings, symbol_count: int, seconds: float, log_di
             env={
                 **os.environ,
                 **settings.as_env(),
-                "BINANCE_WS_URL": sim.url,
-                "BINANCE_REST_URL": sim.rest_url,
+                "BINANCE_WS_URL": running.url,
+                "BINANCE_REST_URL": "http" + running.url.removeprefix("ws"),
+                "INGEST_KLINES": "false",  # the load generator serves tickers only (the tick path is measured)
                 "METRICS_PORT": str(port),
+                **(env or {}),
             },
         ).start()
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_until(lambda: _ingesting(url), 60)
+            if not wait_until(lambda: _ingesting(url), 60):
+                raise RuntimeError(f"the ingestor produced nothing within 60 s; see {log_dir}/bench-ingestor.log")
+            time.sleep(2.0)  # the window starts in the steady state: every connection open and read
             process = psutil.Process(stage.pid)
-            process.cpu_percent()
+            cpu0, sender0 = _cpu_seconds(process), _cpu_seconds(running.process)
             first, start = produced_ticks(url), time.perf_counter()
             peak = 0.0
             while time.perf_counter() - start < seconds:
                 time.sleep(0.5)
                 peak = max(peak, process.memory_info().rss / 2**20)
             produced, elapsed = produced_ticks(url) - first, time.perf_counter() - start
-            cpu = process.cpu_percent()
+            cpu = 100 * (_cpu_seconds(process) - cpu0) / elapsed
+            sender_cpu = 100 * (_cpu_seconds(running.process) - sender0) / elapsed
         finally:
             stage.stop()
+    rate = produced / elapsed
     return Measurement(
-        f"simulator → ingestor process → Kafka ({symbol_count:,} symbols)",
+        f"{senders.NAMES[sender]} → ingestor process → Kafka ({symbol_count:,} symbols)",
         int(produced),
-        produced / elapsed,
-        f"ingestor CPU {cpu:.0f} %, peak RSS {peak:.0f} MB; the simulator shares the other core",
+        rate,
+        f"ingestor CPU {cpu:.0f} % = {rate / (cpu / 100) if cpu else 0:,.0f} messages/s per core, peak RSS "
+        f"{peak:.0f} MB; {senders.NAMES[sender]} CPU {sender_cpu:.0f} % (not the ingestor's)",
     )
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def produced_ticks(metrics_url: str) -> float:
@@ -126,4 +152,42 @@ def _ingesting(metrics_url: str) -> bool:
         return False
 
 
-__all__ = ["message_path", "over_websocket", "produced_ticks", "raw_producer"]
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import tempfile
+    import uuid
+
+    from bench.local_stack import REPO, bench_stack
+    from bench.senders import SENDERS
+    from tickpipe.config import load_settings
+    from tickpipe.kafka import ensure_topics
+    from tickpipe.logs import configure_logging
+
+    parser = argparse.ArgumentParser(prog="bench.ingest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=50_000, help="payloads of the message path and the producer")
+    parser.add_argument("--seconds", type=float, default=10.0, help="the WebSocket measurement window")
+    parser.add_argument("--symbols", type=int, default=1000)
+    parser.add_argument("--sender", choices=SENDERS, default="loadgen")
+    parser.add_argument("--offered", type=float, default=200_000.0, help="ticks/s the sender offers")
+    args = parser.parse_args(argv)
+    configure_logging(level="WARNING")
+    with bench_stack(("kafka",)) as (_stack, _home), tempfile.TemporaryDirectory(prefix="tickpipe-ingest-") as logs:
+        name = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+        settings = load_settings(jars_dir=REPO / ".deps" / "jars", kafka_topic=name, kafka_dlq_topic=f"{name}.dlq")
+        ensure_topics(settings)
+        raw = raw_producer(settings, args.rows, args.symbols)
+        path = message_path(settings, args.rows, args.symbols)
+        ws = over_websocket(settings, args.symbols, args.seconds, Path(logs), sender=args.sender, offered=args.offered)
+    for row in (raw, path, ws):
+        print(f"{row.name:<75} {row.per_second:>9,.0f}/s  {row.note}")
+    print(f"message path: {path.per_second / raw.per_second:.0%} of the bare producer's rate")
+    return 0
+
+
+__all__ = ["main", "message_path", "over_websocket", "produced_ticks", "raw_producer"]
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -94,6 +94,10 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NOT_FINITE = frozenset({"nan", "inf", "infinity"})
 _BLANK = "".join(map(chr, range(33)))  # what Java's String.trim() removes: controls and space
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# (source, symbol as sent) → stored form, for symbols validate_tick found valid; bounded (a feed of made-up
+# symbols cannot grow it past this: those are matched every time instead).
+MAX_KNOWN_SYMBOLS = 100_000
+_KNOWN_SYMBOLS: dict[tuple[str, str], str] = {}
 
 
 def is_symbol(text: object, source: str = "binance") -> bool:
@@ -194,7 +198,9 @@ def validate_tick(symbol: Any, event_time_ms: Any, price: Any, volume: Any, sour
     against its source's rule and stored in that rule's case; an unknown source is rejected, last (the JVM parser
     checks in the same order, so both give the same first reason)."""
     rule = SYMBOL_RULES.get(source) if isinstance(source, str) else None
-    if rule is not None and not rule.matches(symbol):
+    # A symbol seen valid before is not matched again (the exchange repeats the same few hundred, every second).
+    stored = _KNOWN_SYMBOLS.get((source, symbol)) if type(symbol) is str and type(source) is str else None
+    if stored is None and rule is not None and not rule.matches(symbol):
         raise InvalidTick(f"invalid symbol: {_show(symbol)}")
     price_value = _number("price", price)
     volume_value = _number("volume", volume)
@@ -210,12 +216,22 @@ def validate_tick(symbol: Any, event_time_ms: Any, price: Any, volume: Any, sour
         raise InvalidTick(f"invalid event time: {_show(event_time_ms)}")
     if rule is None:
         raise InvalidTick(f"unknown source: {_show(source)} (expected {', '.join(SOURCES)})")
-    return Tick(rule.stored(symbol), event_time_ms, price_value, volume_value, source)
+    if stored is None:
+        stored = rule.stored(symbol)
+        if len(_KNOWN_SYMBOLS) < MAX_KNOWN_SYMBOLS:
+            _KNOWN_SYMBOLS[source, symbol] = stored
+    return Tick(stored, event_time_ms, price_value, volume_value, source)
 
 
 def _number(name: str, value: Any) -> float:
     """A JSON number, or a string holding a plain decimal one (Binance sends prices as strings), finite. Stricter
     than float(), which also takes "1_000" and non-ASCII digits: the JVM parser reads exactly the same strings."""
+    if type(value) is str:  # the exchange's plain decimals ("97000.50"): the checks below would pass them all
+        digits = value.replace(".", "", 1)
+        if digits.isdigit() and digits.isascii():  # ASCII digits only (isdigit alone takes "²")
+            number = float(value)
+            if number < math.inf:  # more than 308 digits: "not finite", below
+                return number
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise InvalidTick(f"{name} is not a number: {_show(value)}")
     if isinstance(value, str):
@@ -225,6 +241,7 @@ def _number(name: str, value: Any) -> float:
             raise InvalidTick(f"{name} is not finite: {_show(value)}")
         if not _DECIMAL.fullmatch(text):
             raise InvalidTick(f"{name} is not a number: {_show(value)}")
+        value = text  # float() strips spaces only; the JVM's trim() also the control characters around it
     try:
         number = float(value)
     except OverflowError:  # an integer beyond the largest double

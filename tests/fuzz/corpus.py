@@ -206,7 +206,7 @@ def binance_valid(rng: random.Random, tick: Tick) -> bytes:
     if shape == 0:
         event["extra"] = {"nested": [[[{"deep": "ünïcødé 🚀"}]]]}
     elif shape == 1:
-        event["c"] = f" {event['c']} "  # blanks around a number in a string: float() reads it, so do we
+        event["c"] = f" \x01{event['c']}\x1f "  # blanks and controls around it: Java's trim() takes them off, so do we
     elif shape == 2:
         event["s"] = tick.symbol.lower()
     return _dumps(_combined(event, tick.symbol) if shape != 3 else event)
@@ -367,7 +367,7 @@ def wire_valid(rng: random.Random, tick: Tick) -> bytes:
     if shape == 0:
         return _dumps({**_wire(tick), "extra": {"nested": [[[{"deep": "ünïcødé 🚀"}]]] * 3}})
     if shape == 1:
-        return _dumps({**_wire(tick), "price": f" {tick.price!r}\t", "volume": repr(tick.volume)})
+        return _dumps({**_wire(tick), "price": f" \x02{tick.price!r}\t", "volume": repr(tick.volume)})
     if shape == 2:
         return _dumps({**_wire(tick), "symbol": tick.symbol.lower()})  # a source's symbols in either case
     return tick.to_json()

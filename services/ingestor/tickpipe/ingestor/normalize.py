@@ -50,10 +50,12 @@ def normalize(raw: str | bytes) -> Tick | WireCandle | Control:
         return Control.SUBSCRIPTION_REPLY
     kind = message.get("e")
     if kind == "24hrTicker":  # first: ticks are nearly every message
-        missing = [name for name in ("s", "E", "c", "v") if name not in message]
-        if missing:
-            raise InvalidTick(f"missing fields: {', '.join(missing)}")
-        return validate_tick(message["s"], message["E"], message["c"], message["v"], SOURCE)
+        try:
+            fields = message["s"], message["E"], message["c"], message["v"]
+        except KeyError:
+            missing = [name for name in ("s", "E", "c", "v") if name not in message]
+            raise InvalidTick(f"missing fields: {', '.join(missing)}") from None
+        return validate_tick(*fields, SOURCE)
     if kind == "kline":
         return _kline(message)
     if kind == "serverShutdown":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,12 @@ class KafkaSink:
         self._poller = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
         self._replayer = threading.Thread(target=self._replay, name="spill-replay", daemon=True)
         self._full_since: float | None = None
-        # Bound once: the delivery callback runs for every record.
+        # Bound once: the delivery callback runs for every record. Acknowledgements and their latency are counted in
+        # cells (metrics.CellCounter) under _tally: callbacks may run on the poller and on a held reader at once.
         kinds = ("ticks", "candles", "dlq")
-        self._produced = {kind: metrics.PRODUCED.labels(kind) for kind in kinds}
+        self._tally = threading.Lock()
+        self._produced = {kind: metrics.PRODUCED.cell(kind) for kind in kinds}
+        self._latency, self._bounds = metrics.PRODUCE_LATENCY.cell(), metrics.PRODUCE_LATENCY.bounds
         self._replayed = {kind: metrics.SPILL_REPLAYED.labels(kind) for kind in kinds}
         self._written = {kind: metrics.SPILL_WRITTEN.labels(kind) for kind in kinds}
         # Spill state, guarded by _lock (the flag is read without it on the hot path: see send()).
@@ -337,10 +341,13 @@ class KafkaSink:
             metrics.PRODUCE_FAILED.labels(topic).inc()
             log.error("produce_failed", topic=message.topic(), key=message.key(), error=str(error))
             return
-        self._produced[topic].inc()
         latency: Any = message.latency()
-        if latency is not None:
-            metrics.PRODUCE_LATENCY.observe(latency)
+        with self._tally:
+            self._produced[topic][0] += 1
+            if latency is not None:
+                cell = self._latency
+                cell[bisect_left(self._bounds, latency)] += 1
+                cell[-1] += latency
 
     def _client_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -462,6 +469,7 @@ class _SegmentAcks:
             metrics.PRODUCE_FAILED.labels(kind).inc()
             log.error("produce_failed", topic=message.topic(), key=message.key(), error=str(error), replayed=True)
         else:
-            sink._produced[kind].inc()
+            with sink._tally:
+                sink._produced[kind][0] += 1
             sink._replayed[kind].inc()
         sink._settle(self.segment_id)
