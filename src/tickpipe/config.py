@@ -160,7 +160,7 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.AUTO
     log_level: str = "INFO"
 
-    # The MA job (services/ma-job). Low-latency sink defaults: a row waits at most 200 ms in the JDBC buffer
+    # The MA job (services/ma-job). Low-latency sink defaults: a row waits at most 50 ms in the JDBC buffer
     # (Flink's default is 1 s), and batches of up to 1000 rows keep throughput high under load.
     ma_engine: MaEngine = MaEngine.SQL
     kafka_group_id: str = "tickpipe-ma-job"
@@ -182,11 +182,11 @@ class Settings(BaseSettings):
     job_parallelism: int = Field(default=1, ge=1, le=256)
     checkpoint_interval_seconds: float = Field(default=10.0, gt=0)
     sink_flush_max_rows: int = Field(default=1000, ge=1)
-    sink_flush_interval_ms: int = Field(default=200, ge=0)
+    sink_flush_interval_ms: int = Field(default=50, ge=0)
     # How long a Flink operator holds a partly filled network buffer before sending it downstream (Flink's
     # execution.buffer-timeout.interval; its default is 100 ms): each shuffle of the job (by series, by the sink's key)
     # can add this much to a tick's latency when the rate is too low to fill buffers.
-    flink_buffer_timeout_ms: int = Field(default=100, ge=0, le=10_000)
+    flink_buffer_timeout_ms: int = Field(default=10, ge=0, le=10_000)
 
     # `tickpipe run` restarts a stage or engine that dies, with backoff; more restarts of one than this within the
     # window stop the run (something is wrong that a restart does not fix).
