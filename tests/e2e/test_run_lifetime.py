@@ -226,8 +226,12 @@ def test_killing_the_run_kills_what_it_started() -> None:
         started = [int(line.split(":")[0]) for line in processes_mentioning(str(home))]
         assert len(started) >= 7, started  # 4 engine processes, 3 stages (and the watchdog)
         os.kill(run.process.pid, signal.SIGKILL)
-        wait_for(lambda: nothing_left(home), 180, "every process of the killed run to end")
-        assert not any(pid_alive(pid) for pid in started)
+        # Both: a JVM still unmapping its heap after SIGKILL has no readable environment any more, but is not gone.
+        wait_for(
+            lambda: nothing_left(home) and not any(pid_alive(pid) for pid in started),
+            180,
+            "every process of the killed run to end",
+        )
     finally:
         run.kill_everything()
         shutil.rmtree(home, ignore_errors=True)
