@@ -14,12 +14,10 @@ from confluent_kafka.admin import ConfigResource
 
 from tests.conftest import REPO, TestStack
 from tests.helpers import assert_same_rows, expected_rows, produce, random_walk, row_count, table_rows, wait_for
-from tests.ma_job.test_ma_job import JobUnderTest, keyed
+from tests.ma_job.test_ma_job import JobUnderTest, job_under_test, keyed
 from tickpipe.config import Settings
-from tickpipe.kafka import admin_client, ensure_topics
-from tickpipe.ma_job.flink_rest import FlinkRest
+from tickpipe.kafka import admin_client
 from tickpipe.ma_job.tables import job_name
-from tickpipe.migrator.migrate import migrate
 from tickpipe.stack.manager import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,32 +35,19 @@ def job(
     flink: TestStack, fresh_database: Settings, unique_topics: dict[str, str], three_brokers: LocalStack
 ) -> Iterator[JobUnderTest]:
     bootstrap = ",".join(f"127.0.0.1:{port}" for role, port in three_brokers.ports("kafka").items() if "broker" in role)
-    group = f"test-brokers-{uuid.uuid4().hex[:8]}"
-    settings = flink.settings(
+    under_test = job_under_test(
+        flink,
         kafka_bootstrap_servers=bootstrap,
         database_url=fresh_database.database_url,
-        kafka_group_id=group,
-        checkpoint_interval_seconds=1.0,
+        kafka_group_id=f"test-brokers-{uuid.uuid4().hex[:8]}",
         **unique_topics,
     )
-    ensure_topics(settings)
-    migrate(settings)
-    env = flink.env(
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        DATABASE_URL=settings.database_url,
-        KAFKA_TOPIC=settings.kafka_topic,
-        KAFKA_DLQ_TOPIC=settings.kafka_dlq_topic,
-        KAFKA_GROUP_ID=group,
-        CHECKPOINT_INTERVAL_SECONDS="1",
-        MA_ENGINE="sql",
-    )
-    under_test = JobUnderTest(settings, env, FlinkRest(settings.flink_rest_url))
     try:
         yield under_test
     finally:
         # Cancelled before its brokers go away, and gone from the shared cluster before the next test starts.
         under_test.cancel_all()
-        wait_for(lambda: not under_test.rest.running(job_name(settings)), 120, "the job cancelled")
+        wait_for(lambda: not under_test.rest.running(job_name(under_test.settings)), 120, "the job cancelled")
 
 
 def test_losing_a_broker_mid_stream_loses_and_doubles_nothing(job: JobUnderTest, three_brokers: LocalStack) -> None:

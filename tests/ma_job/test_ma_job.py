@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import psutil
 import pytest
@@ -98,24 +99,42 @@ def job(
     "4"})."""
     extra = dict(request.param) if isinstance(request.param, dict) else {"MA_ENGINE": request.param}
     engine = extra["MA_ENGINE"]
-    group = f"test-{engine}-{uuid.uuid4().hex[:8]}"
-    overrides = {**unique_topics, "kafka_group_id": group, "checkpoint_interval_seconds": 1.0, "ma_engine": engine}
-    settings = flink.settings(database_url=fresh_database.database_url, **overrides)
-    ensure_topics(settings)
-    migrate(settings)
-    env = flink.env(
-        DATABASE_URL=settings.database_url,
-        KAFKA_TOPIC=settings.kafka_topic,
-        KAFKA_DLQ_TOPIC=settings.kafka_dlq_topic,
-        KAFKA_GROUP_ID=group,
-        CHECKPOINT_INTERVAL_SECONDS="1",
-        **extra,
+    under_test = job_under_test(
+        flink,
+        env=extra,
+        database_url=fresh_database.database_url,
+        kafka_group_id=f"test-{engine}-{uuid.uuid4().hex[:8]}",
+        ma_engine=engine,
+        **unique_topics,
     )
-    under_test = JobUnderTest(settings, env, FlinkRest(settings.flink_rest_url))
     try:
         yield under_test
     finally:
         under_test.cancel_all()
+
+
+def job_under_test(
+    stack: TestStack, *, migrated: bool = True, env: dict[str, str] | None = None, **settings: Any
+) -> JobUnderTest:
+    """The MA job's settings (checkpoints every second) on the stack, with `settings` on top (the test's own topics,
+    group and database), and the environment its launcher runs with: the same values, `env` on top. Its topics
+    exist; its database is migrated unless `migrated` is False (a test that chooses the schema)."""
+    job_settings = stack.settings(checkpoint_interval_seconds=1.0, **settings)
+    ensure_topics(job_settings)
+    if migrated:
+        migrate(job_settings)
+    values = {
+        "KAFKA_BOOTSTRAP_SERVERS": job_settings.kafka_bootstrap_servers,
+        "FLINK_REST_URL": job_settings.flink_rest_url,
+        "DATABASE_URL": job_settings.database_url,
+        "KAFKA_TOPIC": job_settings.kafka_topic,
+        "KAFKA_DLQ_TOPIC": job_settings.kafka_dlq_topic,
+        "KAFKA_GROUP_ID": job_settings.kafka_group_id,
+        "CHECKPOINT_INTERVAL_SECONDS": "1",
+        "MA_ENGINE": job_settings.ma_engine.value,
+        "JOB_PARALLELISM": str(job_settings.job_parallelism),
+    }
+    return JobUnderTest(job_settings, stack.env(**(values | (env or {}))), FlinkRest(job_settings.flink_rest_url))
 
 
 def killed(launcher: subprocess.Popen[str]) -> str:

@@ -15,11 +15,8 @@ import pytest
 
 from tests.conftest import REPO, TestStack
 from tests.helpers import assert_same_rows, expected_rows, produce, random_walk, row_count, table_rows, wait_for
-from tests.ma_job.test_ma_job import JobUnderTest, keyed
+from tests.ma_job.test_ma_job import JobUnderTest, job_under_test, keyed
 from tickpipe.config import Settings
-from tickpipe.kafka import ensure_topics
-from tickpipe.ma_job.flink_rest import FlinkRest
-from tickpipe.migrator.migrate import migrate
 from tickpipe.stack.manager import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,29 +36,14 @@ def job(
     unique_topics: dict[str, str],
     two_taskmanagers: LocalStack,
 ) -> Iterator[JobUnderTest]:
-    rest_url = f"http://127.0.0.1:{two_taskmanagers.ports('flink')['rest']}"
-    group = f"test-parallel-{uuid.uuid4().hex[:8]}"
-    settings = kafka.settings(
+    under_test = job_under_test(
+        kafka,
         database_url=fresh_database.database_url,
-        flink_rest_url=rest_url,
-        kafka_group_id=group,
-        checkpoint_interval_seconds=1.0,
+        flink_rest_url=f"http://127.0.0.1:{two_taskmanagers.ports('flink')['rest']}",
+        kafka_group_id=f"test-parallel-{uuid.uuid4().hex[:8]}",
         job_parallelism=4,
         **unique_topics,
     )
-    ensure_topics(settings)
-    migrate(settings)
-    env = kafka.env(
-        FLINK_REST_URL=rest_url,
-        DATABASE_URL=settings.database_url,
-        KAFKA_TOPIC=settings.kafka_topic,
-        KAFKA_DLQ_TOPIC=settings.kafka_dlq_topic,
-        KAFKA_GROUP_ID=group,
-        CHECKPOINT_INTERVAL_SECONDS="1",
-        MA_ENGINE="sql",
-        JOB_PARALLELISM="4",
-    )
-    under_test = JobUnderTest(settings, env, FlinkRest(rest_url))
     try:
         yield under_test
     finally:

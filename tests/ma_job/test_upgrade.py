@@ -28,11 +28,10 @@ from confluent_kafka import Producer
 
 from tests.conftest import REPO, TestStack
 from tests.helpers import assert_same_rows, expected_rows, random_walk, table_rows, topic_messages, wait_for
-from tests.ma_job.test_ma_job import JobUnderTest
+from tests.ma_job.test_ma_job import JobUnderTest, job_under_test
 from tickpipe.config import Settings
-from tickpipe.kafka import ensure_topics, producer_config
+from tickpipe.kafka import producer_config
 from tickpipe.ma_job.cli import ResumePoint
-from tickpipe.ma_job.flink_rest import FlinkRest
 from tickpipe.ma_job.reseed import plan
 from tickpipe.migrator.migrate import migrate
 from tickpipe.schema import Tick
@@ -124,20 +123,13 @@ def job_name_of(job: JobUnderTest) -> str:
 
 def job_on_private_topics(flink: TestStack, fresh_database: Settings, unique_topics: dict[str, str]) -> JobUnderTest:
     """The sql engine's job on the test's topics and database (not migrated: the test chooses the schema)."""
-    group = f"test-upgrade-{uuid.uuid4().hex[:8]}"
-    settings = flink.settings(
-        database_url=fresh_database.database_url, kafka_group_id=group, checkpoint_interval_seconds=1.0, **unique_topics
+    return job_under_test(
+        flink,
+        migrated=False,
+        database_url=fresh_database.database_url,
+        kafka_group_id=f"test-upgrade-{uuid.uuid4().hex[:8]}",
+        **unique_topics,
     )
-    ensure_topics(settings)
-    env = flink.env(
-        DATABASE_URL=settings.database_url,
-        KAFKA_TOPIC=settings.kafka_topic,
-        KAFKA_DLQ_TOPIC=settings.kafka_dlq_topic,
-        KAFKA_GROUP_ID=group,
-        CHECKPOINT_INTERVAL_SECONDS="1",
-        MA_ENGINE="sql",
-    )
-    return JobUnderTest(settings, env, FlinkRest(settings.flink_rest_url))
 
 
 def changed_plan_tree(target: Path) -> Path:
