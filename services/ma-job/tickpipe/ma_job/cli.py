@@ -314,13 +314,18 @@ def restore_failure(
             reason = next((line.strip() for line in cause.splitlines() if any(m in line for m in RESTORE_FAILURES)), "")
             if reason:
                 return reason[:500]
-            states = rest.vertex_states(job_id)
-            if rest.state(job_id) in TERMINAL_STATES or (states and all(s == "RUNNING" for s in states)):
+            if _running_or_ended(rest, job_id):
                 return None
         except FlinkRestError as error:
             log.warning("flink_unreachable", job_id=job_id, error=str(error))
         time.sleep(POLL_SECONDS)  # polling an external system, not synchronising our own threads
     return None
+
+
+def _running_or_ended(rest: FlinkRest, job_id: str) -> bool:
+    """Every task of the job runs (so its state is restored and a savepoint can be taken), or the job has ended."""
+    states = rest.vertex_states(job_id)
+    return (bool(states) and all(s == "RUNNING" for s in states)) or rest.state(job_id) in TERMINAL_STATES
 
 
 def watch(rest: FlinkRest, job_id: str, resume_point: ResumePoint, engine: str, stop: threading.Event) -> int:
@@ -347,8 +352,7 @@ def watch(rest: FlinkRest, job_id: str, resume_point: ResumePoint, engine: str, 
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         with contextlib.suppress(FlinkRestError):
-            states = rest.vertex_states(job_id)
-            if (states and all(s == "RUNNING" for s in states)) or rest.state(job_id) in TERMINAL_STATES:
+            if _running_or_ended(rest, job_id):
                 break
         time.sleep(0.5)  # polling an external system, not synchronising our own threads
     try:
