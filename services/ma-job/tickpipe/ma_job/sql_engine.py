@@ -17,6 +17,14 @@ rounding residue after a jump across orders of magnitude), NULL until n ticks of
 Parsing (PARSE_TICK) and the newest-time check (NEWEST_BEFORE) are two small Java functions (services/ma-job/udf):
 the parser follows `tickpipe.schema.parse_tick`, reason texts included, and a test runs both parsers over the same
 payloads.
+
+The computation is `transform`, a function from a `ticks_raw` table to its price_ticks rows and dead letters; `build`
+feeds it the Kafka source and inserts its outputs into the JDBC and DLQ sinks that job.py declares (tables.py has the
+DDL). The job graph and its operator ids are those of the inserts written as SQL text before the split, so earlier
+savepoints still restore. tests/ma_job/test_sql_engine.py runs `transform` in-process, on elements in a local
+mini-cluster read back with collect: the averages, the stale and malformed records' dead letters, series per source
+and the `first_written` seeds. The tests on the running cluster (test_ma_job.py, test_upgrade.py, ...) are for the
+Kafka/JDBC wiring, restarts and savepoints.
 """
 
 # The SQL below is assembled from constants of this module only, never from input: S608 does not apply.
@@ -26,7 +34,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pyflink.table import StreamTableEnvironment
+from pyflink.table import StreamTableEnvironment, Table
 
 from tickpipe.ma_job.indicators import LONG_WINDOW, SHORT_WINDOW
 from tickpipe.ma_job.tables import STAGE
@@ -109,27 +117,39 @@ def _written(first_written: str) -> str:
     return f"`offset` >= CAST(COALESCE({first}, '0') AS BIGINT)"
 
 
-def build(t_env: StreamTableEnvironment, statements: Any, first_written: str = "") -> None:
-    """Add the engine's inserts into `price_ticks` and `dead_letters` (declared by the caller) to `statements`;
-    nothing is written for records before `first_written` (`partition=offset,...`)."""
+def transform(t_env: StreamTableEnvironment, ticks_raw: Table, first_written: str = "") -> tuple[Table, Table]:
+    """The engine as a function of its input: `ticks_raw` (`raw` STRING, `partition` INT, `offset` BIGINT: the
+    Kafka source's record and metadata columns) → (price_ticks rows: time, source, symbol, price, volume, ma_short,
+    ma_long; dead-letter records: one JSON string each). Records before their partition's `first_written` offset
+    (`partition=offset,...`) only re-fill the windows: no row and no dead letter comes out for them. Registers the
+    Java functions and the steps' views in `t_env` (once per environment)."""
     for name, java_class in FUNCTIONS.items():
         t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS {name} AS '{java_class}' LANGUAGE JAVA")
+    t_env.create_temporary_view("ticks_raw_input", ticks_raw)
     t_env.create_temporary_view(
         "ticks_raw_timed",
         t_env.sql_query(
-            f"SELECT `raw` AS payload, PROCTIME() AS proc, {_written(first_written)} AS written FROM ticks_raw"
+            f"SELECT `raw` AS payload, PROCTIME() AS proc, {_written(first_written)} AS written FROM ticks_raw_input"
         ),
     )
     t_env.create_temporary_view("parsed", t_env.sql_query(PARSED))
     t_env.create_temporary_view("checked", t_env.sql_query(CHECKED))
     t_env.create_temporary_view("averages", t_env.sql_query(AVERAGES))
-    statements.add_insert_sql(
-        "INSERT INTO price_ticks SELECT ts, source, symbol, price, volume, ma_short, ma_long FROM averages "
-        "WHERE written"
+    rows = t_env.sql_query(
+        "SELECT ts AS `time`, source, symbol, price, volume, ma_short, ma_long FROM averages WHERE written"
     )
     rejected = _dead_letter("reason", "rejected_raw", "raw_length")
     stale = _dead_letter(STALE_REASON, TICK_JSON, f"CHAR_LENGTH({TICK_JSON})")
-    statements.add_insert_sql(
-        f"INSERT INTO dead_letters SELECT {rejected} FROM parsed WHERE reason IS NOT NULL AND written "
+    dead_letters = t_env.sql_query(
+        f"SELECT {rejected} AS record FROM parsed WHERE reason IS NOT NULL AND written "
         f"UNION ALL SELECT {stale} FROM checked WHERE ts <= newest_before AND written"
     )
+    return rows, dead_letters
+
+
+def build(t_env: StreamTableEnvironment, statements: Any, first_written: str = "") -> None:
+    """Add the engine's inserts into `price_ticks` and `dead_letters` (declared by the caller, with the source
+    `ticks_raw`) to `statements`; nothing is written for records before `first_written` (`partition=offset,...`)."""
+    rows, dead_letters = transform(t_env, t_env.from_path("ticks_raw"), first_written)
+    statements.add_insert("price_ticks", rows)
+    statements.add_insert("dead_letters", dead_letters)
