@@ -1,6 +1,8 @@
 """Candles of a source without klines, end to end: `tickpipe run --source coingecko` (the CoinGecko simulator → its
 ingestor → Kafka → the MA job and the candle job on the session Flink cluster → PostgreSQL). The candle job's 1m
-candles of each series equal a plain-Python resample of the ticks the MA job stored in price_ticks."""
+candles of each series equal a plain-Python resample of the ticks the MA job stored in price_ticks, and those rows are
+CoinGecko's own series with the MAs of their own prices (the CoinGecko case of test_pipeline.py's
+test_another_source_runs_offline_into_its_own_series, checked on this run rather than on a second one)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import psycopg
 import pytest
 
 from tests.conftest import TestStack, traversable_tmpdir
-from tests.e2e.test_pipeline import diagnose, interrupt, start_run
-from tests.helpers import table_rows, wait_for
+from tests.e2e.test_pipeline import diagnose, interrupt, shortest_series, start_run
+from tests.helpers import assert_same_rows, expected_rows, table_rows, wait_for
 from tickpipe.config import Settings
+from tickpipe.schema import Tick
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MINUTE_MS = 60_000
@@ -75,7 +78,10 @@ def test_coingecko_ticks_become_1m_candles_equal_to_a_resample_of_price_ticks(
 
     def three_minutes_each() -> bool:
         found = candles(fresh_database)
-        return all(sum(1 for s, _ in found if s == symbol) >= 3 for symbol in SYMBOLS) or run.poll() is not None
+        return (
+            all(sum(1 for s, _ in found if s == symbol) >= 3 for symbol in SYMBOLS)
+            and shortest_series(fresh_database, "coingecko", len(SYMBOLS)) >= 21  # MA(20) in each series
+        ) or run.poll() is not None
 
     try:
         try:
@@ -93,3 +99,10 @@ def test_coingecko_ticks_become_1m_candles_equal_to_a_resample_of_price_ticks(
         assert built == minutes[: len(built)], (symbol, built, minutes)
         assert len(built) >= 3
     assert got == {key: want[key] for key in got}
+
+    rows = table_rows(fresh_database)
+    assert set(rows["source"]) == {"coingecko"}
+    assert set(rows["symbol"]) == set(SYMBOLS)
+    # Every row's MAs are those of its own series' prices as stored: nothing of another series in its windows.
+    ticks = [Tick(r.symbol, r.ms, r.price, r.volume, r.source) for r in rows.itertuples()]
+    assert_same_rows(rows, expected_rows(ticks))
