@@ -1,13 +1,15 @@
 """The ingestor: its message path (normalize → de-duplicate → produce) against a raw producer, and the whole
 process fed over WebSocket by the load generator (or the simulator) with 1,000 symbols (rate, CPU, RSS).
 
-`python -m bench.ingest` runs the three on a Kafka of its own (about a minute)."""
+`python -m bench.ingest` runs the three on a Kafka of its own (about a minute), and the reader thread's CPU per
+message without Kafka; `--before COMMIT` first alternates COMMIT's ingestor and the working tree's over WebSocket."""
 
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 from confluent_kafka import Producer
@@ -46,6 +48,57 @@ def message_path(settings: Settings, count: int, symbol_count: int) -> Measureme
     seconds = time.perf_counter() - start
     delivered = router.sent - undelivered
     return Measurement("ingestor message path (normalize+dedup+produce)", delivered, delivered / seconds)
+
+
+def reader_cost(count: int, symbol_count: int) -> tuple[float, float]:
+    """CPU µs per message on a reader thread, frames in over a socket pair → normalize → de-duplicate → to_json (no
+    Kafka): websocket-client's recv() and one router call per message (the reader before 2026-12-02), then the
+    connection's FrameReader and one router call per read. Thread CPU time: the least sensitive to other load."""
+    import socket
+    import threading
+
+    import websocket
+
+    from tickpipe.ingestor.connection import FrameReader, _ChunkedWebSocket
+    from tickpipe.ingestor.service import TickRouter
+
+    wire = b"".join(
+        websocket.ABNF(1, 0, 0, 0, websocket.ABNF.OPCODE_TEXT, 0, f.encode()).format()
+        for f in frames(count, symbol_count)
+    )
+
+    class Encoding:  # what KafkaSink.send does before produce()
+        def send(self, tick: Any) -> None:
+            tick.to_json()
+            tick.key.encode()
+
+        def reject(self, raw: str, reason: str) -> None:
+            raise AssertionError(reason)
+
+    def per_message(batched: bool) -> float:
+        ours, theirs = socket.socketpair()
+        ws = _ChunkedWebSocket(skip_utf8_validation=True, enable_multithread=True)
+        ws.sock, ws.connected = ours, True
+        router = TickRouter(Encoding(), None)  # type: ignore[arg-type]
+        connection: Any = type("Connection", (), {"name": "bench", "shutdown_notice": False})()
+        sender = threading.Thread(target=theirs.sendall, args=(wire,))
+        sender.start()
+        read, done, start = FrameReader(ws).read, 0, time.thread_time()
+        while done < count:
+            if batched:
+                texts = read()
+                router.batch(connection, texts)
+                done += len(texts)
+            else:
+                router(connection, ws.recv())
+                done += 1
+        seconds = time.thread_time() - start
+        sender.join()
+        ours.close()
+        theirs.close()
+        return 1e6 * seconds / count
+
+    return per_message(False), per_message(True)
 
 
 def raw_producer(settings: Settings, count: int, symbol_count: int) -> Measurement:
@@ -152,6 +205,21 @@ def _ingesting(metrics_url: str) -> bool:
         return False
 
 
+def _sources_of(commit: str, folder: Path) -> str:
+    """COMMIT's src/ and services/ingestor/ extracted under `folder`: a PYTHONPATH that puts its ingestor (and the
+    shared package it imports) in front of the working tree's."""
+    import subprocess
+
+    from bench.local_stack import REPO
+
+    folder.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", commit, "src", "services/ingestor"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return os.pathsep.join([str(folder / "services" / "ingestor"), str(folder / "src")])
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import tempfile
@@ -169,22 +237,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--symbols", type=int, default=1000)
     parser.add_argument("--sender", choices=SENDERS, default="loadgen")
     parser.add_argument("--offered", type=float, default=200_000.0, help="ticks/s the sender offers")
+    parser.add_argument(
+        "--before",
+        metavar="COMMIT",
+        help="also run COMMIT's ingestor (its sources first on PYTHONPATH) over WebSocket, alternating with the "
+        "working tree's, --rounds times each on the same broker, and print both per round",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of --before")
     args = parser.parse_args(argv)
     configure_logging(level="WARNING")
     with bench_stack(("kafka",)) as (_stack, _home), tempfile.TemporaryDirectory(prefix="tickpipe-ingest-") as logs:
         name = f"bench-ingest-{uuid.uuid4().hex[:8]}"
         settings = load_settings(jars_dir=REPO / ".deps" / "jars", kafka_topic=name, kafka_dlq_topic=f"{name}.dlq")
         ensure_topics(settings)
+        if args.before:
+            before = _sources_of(args.before, Path(logs) / "before")
+            for round_ in range(args.rounds):
+                was = over_websocket(
+                    settings,
+                    args.symbols,
+                    args.seconds,
+                    Path(logs),
+                    sender=args.sender,
+                    offered=args.offered,
+                    env={"PYTHONPATH": before},
+                )
+                now = over_websocket(
+                    settings, args.symbols, args.seconds, Path(logs), sender=args.sender, offered=args.offered
+                )
+                print(f"round {round_}: before {was.per_second:,.0f}/s {was.note}", flush=True)
+                print(f"round {round_}: after  {now.per_second:,.0f}/s {now.note}", flush=True)
+        reader = reader_cost(args.rows, args.symbols)
         raw = raw_producer(settings, args.rows, args.symbols)
         path = message_path(settings, args.rows, args.symbols)
         ws = over_websocket(settings, args.symbols, args.seconds, Path(logs), sender=args.sender, offered=args.offered)
     for row in (raw, path, ws):
         print(f"{row.name:<75} {row.per_second:>9,.0f}/s  {row.note}")
     print(f"message path: {path.per_second / raw.per_second:.0%} of the bare producer's rate")
+    print(
+        f"reader thread CPU per message without Kafka: websocket-client + a router call per message "
+        f"{reader[0]:.1f} µs, FrameReader + a router call per read {reader[1]:.1f} µs"
+    )
     return 0
 
 
-__all__ = ["main", "message_path", "over_websocket", "produced_ticks", "raw_producer"]
+__all__ = ["main", "message_path", "over_websocket", "produced_ticks", "raw_producer", "reader_cost"]
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""One WebSocket connection to the exchange, read on its own thread. Pings are answered by websocket-client as
-they are read; closing from another thread (watchdog, rotation, shutdown) shuts the socket, ending the read.
+"""One WebSocket connection to the exchange, read on its own thread. websocket-client opens it (the handshake) and
+sends on it; its frames are read here (FrameReader), many per socket read, and a handler with a `batch` method
+(TickRouter) is given each read's messages at once. Pings are answered as they are read; closing from another
+thread (watchdog, rotation, shutdown) shuts the socket, ending the read.
 
 Silence (what the stale watchdog acts on) is time spent waiting on the socket, never time spent handling a message:
 when the handler is held (a full producer queue without a disk buffer), the exchange is not silent, the ingestor
@@ -13,13 +15,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import websocket
+from websocket import ABNF, WebSocketProtocolException
 
 OnText = Callable[["Connection", str], None]
 # What a Feed opens its connections with: (url, on_text, name) → an unopened Connection. Tests pass a fake's.
 ConnectionFactory = Callable[[str, OnText, str], "Connection"]
-READ_CHUNK = 8192
+READ_CHUNK = 8192  # websocket-client's reads (_ChunkedWebSocket: the Yahoo connection's)
+# FrameReader's socket reads: one read takes what the kernel holds, up to this (at 100k messages/s of ~300 bytes,
+# a few ms' worth). Each read is one trip through the GIL and one batch for the router.
+FRAME_READ = 262_144
+MAX_MESSAGE = 16 * 2**20  # a message (all its fragments) larger than this ends the connection: bounded memory
 
 
 class _ChunkedWebSocket(websocket.WebSocket):
@@ -31,6 +39,105 @@ class _ChunkedWebSocket(websocket.WebSocket):
 
     def _recv(self, bufsize: int) -> bytes:
         return super()._recv(max(bufsize, READ_CHUNK))  # type: ignore[no-untyped-call,no-any-return]
+
+
+class FrameReader:
+    """Server-to-client WebSocket frames (RFC 6455 5.2) from large socket reads: `read()` waits for data and returns
+    the complete text/binary messages in it (maybe none), keeping a partial frame for the next read. What
+    websocket-client does per frame (three recv() calls, an ABNF object, a continuation-frame object) costs more
+    than the rest of a tick's path; here a frame is a few slices of the read.
+
+    As websocket-client: pings are answered with a pong of the same payload (a ping of 126 bytes or more, or
+    fragmented, is a protocol error), a close frame with a close, pongs are ignored, fragments are joined
+    (a continuation without a start, or a new message inside one, is a protocol error), reserved bits or an
+    unknown opcode are protocol errors, a masked frame is unmasked. Text is decoded as UTF-8 with replacement
+    characters for invalid bytes (then dead-lettered as not JSON, not a reason to drop the connection)."""
+
+    def __init__(self, ws: websocket.WebSocket) -> None:
+        if ws.sock is None:
+            raise websocket.WebSocketConnectionClosedException("not open")
+        self.ws, self.sock = ws, ws.sock
+        # The reads holding the start of a frame not yet complete, their size, and the size of that frame (0: its
+        # header is not complete either): a large frame's reads are joined once, when it is complete.
+        self._pending: list[bytes] = []
+        self._pending_size = self._need = 0
+        self._fragments: list[bytes] | None = None  # a fragmented message's parts so far (text or binary alike)
+        self._fragmented_size = 0
+
+    def read(self) -> list[str]:
+        data = self.sock.recv(FRAME_READ)
+        if not data:
+            raise websocket.WebSocketConnectionClosedException("Connection to remote host was lost.")
+        if self._pending:
+            joined = self._join(data)
+            if joined is None:
+                return []
+            data = joined
+        messages: list[str] = []
+        size, at, need = len(data), 0, 0
+        while size - at >= 2:
+            first, second = data[at], data[at + 1]
+            length, start = second & 0x7F, at + 2
+            extended = 0 if length < 126 else 2 if length == 126 else 8  # a 16- or 64-bit length follows
+            if extended:
+                if size - start < extended:
+                    break
+                length, start = int.from_bytes(data[start : start + extended], "big"), start + extended
+            if length > MAX_MESSAGE:
+                raise WebSocketProtocolException(f"frame of {length} bytes (more than {MAX_MESSAGE})")
+            masked = second & 0x80
+            end = start + (4 if masked else 0) + length
+            if end > size:
+                need = end - at
+                break
+            if first == 0x81 and not masked and self._fragments is None:  # a whole text frame: nearly every one
+                messages.append(data[start:end].decode("utf-8", "replace"))
+            else:
+                self._frame(
+                    first,
+                    ABNF.mask(data[start : start + 4], data[start + 4 : end]) if masked else data[start:end],
+                    messages,
+                )
+            at = end
+        if at < size:
+            self._pending, self._pending_size, self._need = [data[at:]], size - at, need
+        return messages
+
+    def _join(self, data: bytes) -> bytes | None:
+        """The pending reads and this one joined, once the frame they start is complete (None until then)."""
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size < self._need:
+            return None
+        joined, self._pending = b"".join(self._pending), []
+        return joined
+
+    def _frame(self, first: int, payload: bytes, messages: list[str]) -> None:
+        fin, opcode = first & 0x80, first & 0x0F
+        if first & 0x70:
+            raise WebSocketProtocolException("rsv is not implemented, yet")
+        if opcode in (ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY, ABNF.OPCODE_CONT):
+            if (opcode == ABNF.OPCODE_CONT) == (self._fragments is None):
+                raise WebSocketProtocolException("Illegal frame")
+            if self._fragments is None:
+                self._fragments, self._fragmented_size = [], 0
+            self._fragments.append(payload)
+            self._fragmented_size += len(payload)
+            if self._fragmented_size > MAX_MESSAGE:
+                raise WebSocketProtocolException(f"message of more than {MAX_MESSAGE} bytes")
+            if fin:
+                whole, self._fragments = b"".join(self._fragments), None
+                messages.append(whole.decode("utf-8", "replace"))  # text or binary: the reader decoded both
+        elif opcode == ABNF.OPCODE_PING:
+            if not fin:
+                raise WebSocketProtocolException("Invalid ping frame.")
+            if len(payload) >= 126:
+                raise WebSocketProtocolException("Ping message is too long")
+            self.ws.pong(payload)
+        elif opcode == ABNF.OPCODE_CLOSE:
+            self.ws.send_close()  # then the exchange ends the TCP connection: the next read says so
+        elif opcode != ABNF.OPCODE_PONG:
+            raise WebSocketProtocolException(f"Invalid opcode {opcode!r}")
 
 
 class Connection:
@@ -80,14 +187,21 @@ class Connection:
         ws = self._ws
         if ws is None:
             return
+        # A handler that takes a read's messages at once (TickRouter.batch) is given them so; others one by one.
+        batch: Callable[[Connection, list[str]], None] | None = getattr(self.on_text, "batch", None)
         try:
+            read = _reader(ws)
             while not self._closing:
-                text = ws.recv()
-                if not text:
+                texts = read()
+                if not texts:
                     continue
-                self.messages += 1
+                self.messages += len(texts)
                 self.handling = True
-                self.on_text(self, text if isinstance(text, str) else text.decode("utf-8", errors="replace"))
+                if batch is not None:
+                    batch(self, texts)
+                else:
+                    for text in texts:
+                        self.on_text(self, text)
                 self.last_read_at = time.monotonic()  # before clearing the flag: silence never sees a stale time
                 self.handling = False
         except (websocket.WebSocketException, OSError) as error:
@@ -114,6 +228,21 @@ class Connection:
                 ws.close(timeout=1)
         if self._reader.is_alive() and self._reader is not threading.current_thread():
             self._reader.join(5)
+
+
+def _reader(ws: Any) -> Callable[[], list[str]]:
+    """How a connection's messages are read: FrameReader on websocket-client's socket; an in-memory stand-in
+    (tests' `_dial`) by its recv(), one message at a time."""
+    if isinstance(ws, websocket.WebSocket):
+        return FrameReader(ws).read
+
+    def one() -> list[str]:
+        text = ws.recv()
+        if not text:
+            return []
+        return [text if isinstance(text, str) else text.decode("utf-8", errors="replace")]
+
+    return one
 
 
 class Backoff:

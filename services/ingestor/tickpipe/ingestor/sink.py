@@ -42,6 +42,7 @@ STAGE = "ingestor"
 REPLAY_BATCH = 500
 HOLD_MAX_RECORDS, HOLD_SECONDS = 10_000, 1.0  # the last acknowledgements of a drain are awaited in memory
 STOP_STALL_SECONDS = 5.0
+MAX_KEYS = 100_000  # encoded Kafka keys kept (a few MB at most, whatever the exchange lists)
 _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
 
@@ -98,9 +99,11 @@ class KafkaSink:
         kinds = ("ticks", "candles", "dlq")
         self._tally = threading.Lock()
         self._produced = {kind: metrics.PRODUCED.cell(kind) for kind in kinds}
+        self._produced_ticks = self._produced["ticks"]
         self._latency, self._bounds = metrics.PRODUCE_LATENCY.cell(), metrics.PRODUCE_LATENCY.bounds
         self._replayed = {kind: metrics.SPILL_REPLAYED.labels(kind) for kind in kinds}
         self._written = {kind: metrics.SPILL_WRITTEN.labels(kind) for kind in kinds}
+        self._keys: dict[str, bytes] = {}  # symbol → its Kafka key, encoded once (the source's own ticks)
         # Spill state, guarded by _lock (the flag is read without it on the hot path: see send()).
         self._lock = threading.Lock()
         self._spilling = self.spill is not None and self.spill.pending
@@ -135,7 +138,11 @@ class KafkaSink:
 
     # -- the hot path ----------------------------------------------------------------------------------------------
     def send(self, tick: Tick) -> None:
-        value, key = tick.to_json(), tick.key.encode()
+        value, key = tick.to_json(), self._keys.get(tick.symbol)
+        if key is None or tick.source != self.source:
+            key = tick.key.encode()
+            if tick.source == self.source and len(self._keys) < MAX_KEYS:
+                self._keys[tick.symbol] = key
         # Read without the lock. Ticks come one at a time (TickRouter's lock), so only a dead letter's overflow can
         # set it meanwhile: this tick, produced directly, is then still older than every tick spilled after it. A
         # stale True only costs a trip through _overflow, which re-checks it under the lock.
@@ -333,17 +340,19 @@ class KafkaSink:
 
     # -- delivery reports ---------------------------------------------------------------------------------------------
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        topic = self.kind(message.topic())
+        # Called for every record (confluent-kafka has no batch of reports): as little as it can be.
         if error is not None:
             if self._closing and error.code() in _PURGED:
                 self._purged.append((message.topic() or self.topic, message.key(), message.value() or b""))
                 return
-            metrics.PRODUCE_FAILED.labels(topic).inc()
+            metrics.PRODUCE_FAILED.labels(self.kind(message.topic())).inc()
             log.error("produce_failed", topic=message.topic(), key=message.key(), error=str(error))
             return
+        topic = message.topic()
+        produced = self._produced_ticks if topic == self.topic else self._produced[self.kind(topic)]
         latency: Any = message.latency()
         with self._tally:
-            self._produced[topic][0] += 1
+            produced[0] += 1
             if latency is not None:
                 cell = self._latency
                 cell[bisect_left(self._bounds, latency)] += 1
