@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import platform
 import subprocess
 import time
@@ -35,6 +36,15 @@ class StepResult:
     # sends), not the pipeline's, so not among the stages'.
     sender: str = "simulator"
     sender_cpu_percent: float = float("nan")
+    # "off": the tick path alone (no klines, no candle job); "on": klines and the candle job (bench/pipeline.py).
+    features: str = "off"
+    seconds: float = float("nan")  # the measurement window
+    in_flight_at_start: int = 0  # ticks produced but not yet rows when the window began (the warm-up's leftover)
+    pss_mb: dict[str, float] = field(default_factory=dict)  # per stage, at the end of the window
+    candles: int = 0  # candles_1m rows written during the window
+    signals: int = 0  # signals rows written during the window
+    # Per stage (ingestor, kafka, job + sink, total): p50/p99 ms and the sampled ticks (bench/stage_latency.py).
+    stage_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def sustained(self) -> bool:
@@ -57,6 +67,8 @@ def markdown(
     steps: list[StepResult],
     ceilings: list[Measurement],
     notes: list[str],
+    *,
+    pairs: list[StepResult] | None = None,
 ) -> str:
     lines = [
         f"## Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
@@ -72,30 +84,131 @@ def markdown(
         lines += [f"### {title}", "", "| measurement | records | per second | note |", "|---|---:|---:|---|"]
         lines += [f"| {m.name} | {m.count:,} | {m.per_second:,.0f} | {m.note} |" for m in rows]
         lines.append("")
-    if steps:
-        # A step that drains a start-up backlog delivers more than is offered: what it sustains is the offer.
-        best = max((min(s.delivered_rate, s.offered_rate) for s in steps if s.sustained), default=0.0)
+    every_step = [*steps, *(pairs or [])]  # the ramp's, then the features on/off pairs'
+    if every_step:
         lines += [
-            f"### End to end ({steps[0].sender} → ingestor → Kafka → ma-job → PostgreSQL)",
+            f"### End to end ({every_step[0].sender} → ingestor → Kafka → ma-job → PostgreSQL)",
             "",
-            "| offered ticks/s | delivered rows/s | backlog growth/s | p50 ms | p95 ms | p99 ms | max ms | sustained |"
-            " CPU % (stage) | peak RSS MB (stage) | sender CPU % (not the pipeline's) |",
-            "|---:|---:|---:|---:|---:|---:|---:|:---:|---|---|---:|",
+            "| offered ticks/s | features | delivered rows/s | backlog growth/s | p50 ms | p95 ms | p99 ms | max ms |"
+            " sustained | CPU % (stage) | peak RSS MB (stage) | sender CPU % (not the pipeline's) |",
+            "|---:|:---:|---:|---:|---:|---:|---:|---:|:---:|---|---|---:|",
         ]
-        for s in steps:
+        for s in every_step:
             cpu = ", ".join(f"{k} {v:.0f}" for k, v in s.cpu_percent.items())
             rss = ", ".join(f"{k} {v:.0f}" for k, v in s.peak_rss_mb.items())
             lat = s.latency_ms
             lines.append(
-                f"| {s.offered_rate:,.0f} | {s.delivered_rate:,.0f} | {s.lag_growth:,.0f} | {lat['p50']:.0f} |"
+                f"| {s.offered_rate:,.0f} | {s.features} | {s.delivered_rate:,.0f} | {s.lag_growth:,.0f} |"
+                f" {lat['p50']:.0f} |"
                 f" {lat['p95']:.0f} | {lat['p99']:.0f} | {lat['max']:.0f} | {'yes' if s.sustained else 'no'} |"
                 f" {cpu} | {rss} | {s.sender} {s.sender_cpu_percent:.1f} |"
             )
-        lines += ["", f"Highest sustained end-to-end rate: **{best:,.0f} ticks/s**."]
+        lines.append("")
+        lines += latency_stages_section(every_step)
+    if steps:
+        # A step that drains a start-up backlog delivers more than is offered: what it sustains is the offer.
+        best = max((min(s.delivered_rate, s.offered_rate) for s in steps if s.sustained), default=0.0)
+        lines += [
+            f"Highest sustained end-to-end rate: **{best:,.0f} ticks/s** (the ramp, features {steps[0].features})."
+        ]
         lines += [f"- as a share of {c.name}: {best / c.per_second:.0%}" for c in ceilings]
         lines.append("")
+    if pairs:
+        lines += features_section(pairs)
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
+
+
+def _feature_rows(steps: list[StepResult]) -> list[tuple[str, list[float], str]]:
+    """(figure, one value per step, unit) of one rate's configurations; the stages' CPU and memory one row each,
+    then their totals."""
+    rows: list[tuple[str, list[float], str]] = [
+        ("delivered rows/s", [s.delivered_rate for s in steps], "/s"),
+        ("backlog growth/s", [s.lag_growth for s in steps], "/s"),
+        ("latency p50", [s.latency_ms["p50"] for s in steps], "ms"),
+        ("latency p99", [s.latency_ms["p99"] for s in steps], "ms"),
+    ]
+    for title, unit, values in (
+        ("CPU", "%", [s.cpu_percent for s in steps]),
+        ("PSS", "MB", [s.pss_mb for s in steps]),
+        ("peak RSS", "MB", [s.peak_rss_mb for s in steps]),
+    ):
+        stages = list(dict.fromkeys(stage for per_step in values for stage in per_step))
+        rows += [(f"{title} {stage}", [v.get(stage, 0.0) for v in values], unit) for stage in stages]
+        rows.append((f"**{title} total**", [sum(v.values()) for v in values], unit))
+    rows += [
+        ("sender CPU (not the pipeline's)", [s.sender_cpu_percent for s in steps], "%"),
+        ("ticks in flight when the window began", [s.in_flight_at_start for s in steps], ""),
+        ("candles_1m rows written", [s.candles for s in steps], ""),
+        ("signals rows written", [s.signals for s in steps], ""),
+    ]
+    return rows
+
+
+FEATURE_ORDER = ("off", "candles", "on")
+
+
+def latency_stages_section(steps: list[StepResult]) -> list[str]:
+    """Each step's latency split by stage: p50 / p99 ms of the sampled ticks (bench/stage_latency.py)."""
+    measured = [s for s in steps if s.stage_latency_ms]
+    if not measured:
+        return []
+    names = list(measured[0].stage_latency_ms)
+    lines = [
+        "Where the latency goes (p50 / p99 ms per stage, the same sampled ticks; `job + sink` includes up to 10 ms of"
+        " the row sampler's polling):",
+        "",
+        "| offered ticks/s | features | " + " | ".join(names) + " | ticks |",
+        "|---:|:---:|" + "---:|" * (len(names) + 1),
+    ]
+    for s in measured:
+        cells = [f"{s.stage_latency_ms[n]['p50']:.0f} / {s.stage_latency_ms[n]['p99']:.0f}" for n in names]
+        count = int(s.stage_latency_ms[names[-1]]["n"])
+        lines.append(f"| {s.offered_rate:,.0f} | {s.features} | " + " | ".join(cells) + f" | {count:,} |")
+    return [*lines, ""]
+
+
+def features_section(pairs: list[StepResult]) -> list[str]:
+    """The features comparison: for each offered rate, each configuration run at it (off, candles, on) and the
+    differences between neighbours (CPU also per 1,000 ticks/s offered)."""
+    lines = [
+        "### Features (same run, alternated, same offered rate and window)",
+        "",
+        "off: tickers only (`INGEST_KLINES=false`), no candle job (`tickpipe run --no-candles`). candles: @kline_1m "
+        "streams and REST repair in the ingestor, the candle job (candles_1m, indicators, signals) without candles "
+        "built from ticks (`CANDLES_FROM_TICKS_SOURCES=`). on: the default configuration, the candle job also reading "
+        "every tick for the candles built from ticks. CPU in % of a core (100 = one core), memory in MB; the engines "
+        "are shared by the steps, so their memory grows with the run's age, not only with the features.",
+        "",
+    ]
+    by_rate: dict[float, dict[str, StepResult]] = {}
+    for step in pairs:
+        by_rate.setdefault(step.offered_rate, {})[step.features] = step
+    for rate, found in by_rate.items():
+        names = [name for name in FEATURE_ORDER if name in found]
+        if len(names) < 2:
+            continue
+        steps = [found[name] for name in names]
+        differences = list(itertools.pairwise(names))
+        if len(names) > 2:
+            differences.append((names[0], names[-1]))
+        header = " | ".join(names) + " | " + " | ".join(f"{b} - {a}" for a, b in differences)
+        lines += [
+            f"**{rate:,.0f} ticks/s offered** (windows of {', '.join(f'{s.seconds:.0f}' for s in steps)} s; "
+            f"run in the order {', '.join(s.features for s in pairs if s.offered_rate == rate)})",
+            "",
+            f"| figure | {header} | {names[-1]} - {names[0]} per 1,000 ticks/s offered |",
+            "|---|" + "---:|" * (len(names) + len(differences) + 1),
+        ]
+        for name, values, unit in _feature_rows(steps):
+            value = dict(zip(names, values, strict=True))
+            cells = [f"{v:,.1f} {unit}".strip() for v in values]
+            cells += [f"{value[b] - value[a]:+,.1f} {unit}".strip() for a, b in differences]
+            total = value[names[-1]] - value[names[0]]
+            cells.append(f"{total / (rate / 1000):+.2f} {unit}" if unit == "%" else "")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def plot_latency(steps: list[StepResult], out: Path) -> Path:

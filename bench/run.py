@@ -6,7 +6,11 @@ job         the MA job draining a pre-loaded topic: sql vs keyed, discarding sin
             computed by one plain Python process (bench/python_pipeline.py)
 senders     the load generator and the simulator feeding a reader that discards: each one's CPU per 1,000 ticks/s
 pipeline    the whole pipeline at rising offered rates until it cannot keep up (latency, CPU, RSS), fed by the load
-            generator (--sender sim: the simulator); the sender's CPU is reported apart from the stages'
+            generator (--sender sim: the simulator); the sender's CPU is reported apart from the stages'; features
+            off (tickers only, no candle job)
+features    the whole pipeline with the features off, with exchange candles (klines, candle job: candles_1m,
+            indicators, signals) and on (the default: also candles built from ticks), at the same offered rate(s),
+            alternated, 60 s windows (one minute close each): what each feature costs
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from tickpipe.config import MaEngine
 from tickpipe.logs import configure_logging
 from tickpipe.stack.manager import LocalStack
 
-PARTS = ("baselines", "ingest", "job", "senders", "pipeline")
+PARTS = ("baselines", "ingest", "job", "senders", "pipeline", "features")
 
 
 @dataclass
 class Results:
     tables: dict[str, list[Measurement]] = field(default_factory=dict)
     steps: list[StepResult] = field(default_factory=list)
+    pairs: list[StepResult] = field(default_factory=list)  # the features on/off steps
     ceilings: list[Measurement] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -106,6 +111,41 @@ def run_pipeline(
         results.notes.append(f"latency plot: `{plot.relative_to(REPO)}`")
 
 
+def _print_step(step: StepResult) -> None:
+    lat = step.latency_ms
+    cpu = sum(step.cpu_percent.values())
+    print(
+        f"pipeline {step.offered_rate:>7,.0f} ticks/s offered, features {step.features:<3}: "
+        f"{step.delivered_rate:>9,.0f} delivered, backlog {step.lag_growth:+,.0f}/s, p50 {lat['p50']:.0f} "
+        f"p99 {lat['p99']:.0f} max {lat['max']:.0f} ms, stages' CPU {cpu:.0f} %",
+        flush=True,
+    )
+
+
+def run_features(
+    results: Results,
+    stack: LocalStack,
+    home: Path,
+    *,
+    rates: list[int],
+    symbols: int,
+    seconds: float,
+    sender: str,
+    configurations: tuple[str, ...] = pipeline.FEATURES,
+) -> None:
+    """Each rate in each configuration (of bench.pipeline.FEATURES), alternated (on, candles, off at the first rate;
+    off, candles, on at the next; ...), so a drift of the shared machine's speed during the run does not favour one."""
+    ordered = sorted(configurations, key=pipeline.FEATURES.index)
+    for index, rate in enumerate(rates):
+        for features in ordered[::-1] if index % 2 == 0 else ordered:
+            # Up to 4 minutes for the start-up backlog to drain: the candle job's start slows the catch-up.
+            step = pipeline.run_step(
+                stack, home, rate, symbols, seconds, sender=sender, features=features, warm_up_limit=240.0
+            )
+            results.pairs.append(step)
+            _print_step(step)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bench.run", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -118,12 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sender", choices=senders.SENDERS, default="loadgen", help="what feeds the end-to-end steps (default loadgen)"
     )
+    parser.add_argument(
+        "--features",
+        help="part features: the configurations, comma-separated, of off,candles,on (quick: off,on; full: all three)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md", help="append the results here")
     args = parser.parse_args(argv)
     configure_logging(level="WARNING")
     parts = set(args.only.split(","))
     full = args.full
     rows = 200_000 if full else 50_000
+    configurations = tuple((args.features or ("off,candles,on" if full else "off,on")).split(","))
+    unknown = set(configurations) - set(pipeline.FEATURES)
+    if unknown:
+        parser.error(f"--features: unknown {', '.join(sorted(unknown))} (of {', '.join(pipeline.FEATURES)})")
     results = Results()
     with bench_stack() as (stack, home):
         if "baselines" in parts:
@@ -136,11 +184,25 @@ def main(argv: list[str] | None = None) -> int:
             run_senders(results, [5_000, 20_000], args.symbols, 10.0, home)
         if "pipeline" in parts:
             # 2,000 ticks/s is where the latency target (p99 <= 500 ms) is set; 20,000 the throughput target.
-            rates = [2_000, 5_000, 10_000, 20_000, 30_000, 40_000] if full else [2_000, 10_000, 20_000]
+            rates = [2_000, 5_000, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000] if full else [2_000, 10_000, 20_000]
             seconds = 40.0 if full else 12.0
             run_pipeline(results, stack, home, rates=rates, symbols=args.symbols, seconds=seconds, sender=args.sender)
+        if "features" in parts:
+            # 3,000 ticks/s is where the latency target of issue 19 is set. 60 s: one minute close per window.
+            # Quick: the on/off pair (~6 minutes on a quiet machine); full: the three configurations at two rates.
+            rates = [3_000, 10_000] if full else [3_000]
+            run_features(
+                results,
+                stack,
+                home,
+                rates=rates,
+                symbols=args.symbols,
+                seconds=60.0,
+                sender=args.sender,
+                configurations=configurations,
+            )
     command = ("make bench-full" if full else "make bench") + (f" (--only {args.only})" if parts != set(PARTS) else "")
-    text = markdown(command, results.tables, results.steps, results.ceilings, results.notes)
+    text = markdown(command, results.tables, results.steps, results.ceilings, results.notes, pairs=results.pairs)
     with args.out.open("a") as out:
         out.write("\n" + text)
     print(f"\nresults appended to {args.out}")

@@ -42,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--headless", action="store_true", help="log a status line every few seconds instead of the live view"
     )
+    parser.add_argument(
+        "--no-candles",
+        dest="candles",
+        action="store_false",
+        help="the MA job alone: no candle job (candles_1m, indicators, signals) and no klines streamed by the ingestor",
+    )
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -66,10 +72,10 @@ def _hung_up(log_path: Path) -> Callable[[int, FrameType | None], None]:
     return handler
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run_options(args: argparse.Namespace, settings: Settings) -> RunOptions:
     source = args.source or settings.source
     symbols = load_settings(source=source, symbols=args.symbols).symbols if args.symbols else ()
-    options = RunOptions(
+    return RunOptions(
         source=source,
         live=args.live,
         symbols=symbols,
@@ -78,7 +84,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         external=args.external,
         record=args.record,
         max_ticks=args.max_ticks,
+        candles=args.candles,
     )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    options = run_options(args, settings)
     pipeline = LocalPipeline(settings, state_dir(), options)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` and container stops end the run like Ctrl-C
     signal.signal(signal.SIGHUP, _hung_up(pipeline.home / "logs" / "run.log"))

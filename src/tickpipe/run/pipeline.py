@@ -67,6 +67,9 @@ class RunOptions:
     # An exchange already running (ws://host:port, REST on the same port): the ingestor connects there and no simulator
     # is started (the benchmark's load generator, bench/loadgen.py).
     exchange_url: str | None = None
+    # The candle job (candles_1m with indicators, signals; candles built from ticks). False: not started, the MA job
+    # alone, and the ingestor streams no klines (`tickpipe run --no-candles`, the benchmark's "features off").
+    candles: bool = True
 
 
 class SourceUnreachable(StackError):
@@ -146,6 +149,25 @@ class LocalPipeline:
         sizes = EngineSizes.named(self.settings.stack_memory, ticks_per_second=load)
         return LocalStack(self.home, self.settings.jars_dir.resolve(), tied_to_caller=True, sizes=sizes)
 
+    def flink_jobs(self) -> list[tuple[str, list[str], str]]:
+        """The Flink job stages this run starts, in order: (stage, `tickpipe` arguments, the progress line)."""
+        jobs = [
+            (
+                "ma-job",
+                ["ma-job", "--resume-if-possible"],
+                "starting the MA job on Flink (resuming from the last checkpoint if there is one)",
+            )
+        ]
+        if self.options.candles:
+            jobs.append(
+                (
+                    "candle-job",
+                    ["ma-job", "--candles", "--resume-if-possible"],
+                    "starting the candle job on Flink (candles → candles_1m with indicators, signals)",
+                )
+            )
+        return jobs
+
     # -- start -------------------------------------------------------------------------------------------------
     def start(self, progress: Progress) -> Settings:
         self._claim(progress)
@@ -185,12 +207,13 @@ class LocalPipeline:
             source_env=self._source_env(),
             SOURCE=self.options.source,
             METRICS_PORT=str(ingest_port),
+            # Without the candle job nobody stores klines: the ingestor neither streams nor repairs them.
+            INGEST_KLINES=str(self.settings.ingest_klines and self.options.candles).lower(),
         )
         self.metrics_urls["ingestor"] = f"http://127.0.0.1:{ingest_port}"
-        progress("starting the MA job on Flink (resuming from the last checkpoint if there is one)")
-        self._stage("ma-job", ["ma-job", "--resume-if-possible"], stop_signal=signal.SIGINT)
-        progress("starting the candle job on Flink (candles → candles_1m with indicators, signals)")
-        self._stage("candle-job", ["ma-job", "--candles", "--resume-if-possible"], stop_signal=signal.SIGINT)
+        for name, args, line in self.flink_jobs():
+            progress(line)
+            self._stage(name, args, stop_signal=signal.SIGINT)
         ingestor.check_alive()
         self._write_state()
         return self.settings

@@ -228,7 +228,8 @@ def take_snapshot(settings: Settings, home: Path, flink_rest_url: str | None, li
     if stages.get("ingestor", {}).get("metrics_url"):
         health.append(probe_http("ingestor", stages["ingestor"]["metrics_url"] + "/healthz"))
     if flink_rest_url:
-        health.extend(probe_flink(flink_rest_url, stage) for stage in FLINK_JOBS)
+        # The jobs the run started (`tickpipe run --no-candles` starts no candle job); every one without a run.
+        health.extend(probe_flink(flink_rest_url, stage) for stage in FLINK_JOBS if not stages or stage in stages)
     try:
         symbols = read_symbols(settings, limit)
     except psycopg.Error:

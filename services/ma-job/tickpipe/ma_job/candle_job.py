@@ -39,11 +39,11 @@ from pyflink.datastream import (
     StreamExecutionEnvironment,
 )
 from pyflink.datastream.state import ValueStateDescriptor
-from pyflink.table import StreamTableEnvironment
+from pyflink.table import StreamTableEnvironment, Table
 
 from tickpipe.candle_schema import InvalidCandle, parse_candle
 from tickpipe.config import Settings, load_settings
-from tickpipe.ma_job import operator_ids
+from tickpipe.ma_job import operator_ids, sql_engine
 from tickpipe.ma_job.candle_series import MINUTE_MS, Candle, CandleSeries
 from tickpipe.ma_job.candle_signals import Change, SymbolCandles
 from tickpipe.ma_job.candle_tables import (
@@ -233,7 +233,7 @@ def build(env: StreamExecutionEnvironment, settings: Settings) -> Any:
     if settings.candles_from_ticks_sources:
         # Created after the candles source: the sources' order is part of Flink's generated operator ids.
         t_env.execute_sql(tick_source_ddl(settings))
-        raw_ticks = t_env.to_data_stream(t_env.from_path("ticks_raw")).map(
+        raw_ticks = t_env.to_data_stream(_ticks_of(t_env, settings.candles_from_ticks_sources)).map(
             lambda row: row[0], output_type=Types.STRING()
         )
     rows, signal_rows, signal_events, dead = transform(raw, settings, raw_ticks)
@@ -251,6 +251,18 @@ def build(env: StreamExecutionEnvironment, settings: Settings) -> Any:
     statements.add_insert_sql("INSERT INTO signal_events SELECT `key`, `event` FROM signal_events_out")
     statements.add_insert_sql("INSERT INTO dead_letters SELECT f0 FROM candles_rejected")
     return statements
+
+
+def _ticks_of(t_env: StreamTableEnvironment, sources: tuple[str, ...]) -> Table:
+    """The raw ticks of `sources` (and the records that are no tick, which the Python parser counts), chosen in the
+    JVM: every other tick (all of Binance's) would otherwise cross into the Python worker only to be dropped there,
+    ~70-100 µs each, as much CPU again as the whole tick path at 3,000 ticks/s (BENCHMARKS.md, "Features on/off")."""
+    sql_engine.register_functions(t_env)
+    listed = ", ".join(f"'{source}'" for source in sources)  # validated names (Settings): coingecko, yahoo
+    return t_env.sql_query(
+        "SELECT `raw` FROM ticks_raw, LATERAL TABLE(PARSE_TICK(`raw`)) AS p "  # noqa: S608
+        f"WHERE p.reason IS NOT NULL OR p.source IN ({listed})"
+    )
 
 
 def _quoted(*names: str) -> str:

@@ -117,14 +117,19 @@ def _written(first_written: str) -> str:
     return f"`offset` >= CAST(COALESCE({first}, '0') AS BIGINT)"
 
 
+def register_functions(t_env: StreamTableEnvironment) -> None:
+    """PARSE_TICK and NEWEST_BEFORE, for SQL in `t_env` (the jar comes with the job's pipeline.jars)."""
+    for name, java_class in FUNCTIONS.items():
+        t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS {name} AS '{java_class}' LANGUAGE JAVA")
+
+
 def transform(t_env: StreamTableEnvironment, ticks_raw: Table, first_written: str = "") -> tuple[Table, Table]:
     """The engine as a function of its input: `ticks_raw` (`raw` STRING, `partition` INT, `offset` BIGINT: the
     Kafka source's record and metadata columns) → (price_ticks rows: time, source, symbol, price, volume, ma_short,
     ma_long; dead-letter records: one JSON string each). Records before their partition's `first_written` offset
     (`partition=offset,...`) only re-fill the windows: no row and no dead letter comes out for them. Registers the
     Java functions and the steps' views in `t_env` (once per environment)."""
-    for name, java_class in FUNCTIONS.items():
-        t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS {name} AS '{java_class}' LANGUAGE JAVA")
+    register_functions(t_env)
     t_env.create_temporary_view("ticks_raw_input", ticks_raw)
     t_env.create_temporary_view(
         "ticks_raw_timed",
