@@ -49,7 +49,7 @@ validate: setup ## render and validate charts, manifests, compose and skaffold c
 audit: setup ## known vulnerabilities in the locked Python packages (pip-audit; dated exceptions in setup/audit)
 	@setup/audit.sh
 
-bench: setup-runtime ## quick benchmarks (<= 5 min), results in BENCHMARKS.md
+bench: setup-runtime ## quick benchmarks (~15 min: the features on/off pair takes ~10), results in BENCHMARKS.md
 	@$(BIN)/python -m bench.run --quick
 
 bench-full: setup-runtime ## full benchmarks
