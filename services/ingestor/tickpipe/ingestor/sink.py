@@ -410,11 +410,12 @@ class KafkaSink:
             # In flight too: those may have reached the broker, so saving them can repeat them (at-least-once).
             self.producer.purge(in_queue=True, in_flight=True, blocking=True)
             deadline = time.monotonic() + 5
-            while len(self.producer) and time.monotonic() < deadline:
+            # The count seen when the purged records' reports were all served: len() also counts librdkafka's
+            # events (a refused connection's error, every few ms), so reading it again later can count one.
+            while (remaining := len(self.producer)) and time.monotonic() < deadline:
                 self.producer.poll(0.1)
             saved = self._order(self._purged)
             self.spill.prepend(saved)
-            remaining = len(self.producer)
             log.warning("spill_saved_on_stop", records=len(saved), spill_bytes=self.spill.bytes)
         with self._lock:
             if self._held:
