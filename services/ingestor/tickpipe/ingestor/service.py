@@ -65,25 +65,13 @@ class TickRouter:
     candles: Callable[[WireCandle], None] | None = None  # closed klines go here (repair.CandlePublisher)
 
     def __call__(self, connection: Connection, text: str) -> None:
-        self.last_message_at = time.monotonic()
-        try:
-            try:
-                item = normalize(text)
-            except InvalidTick as error:
-                self.sink.reject(text, str(error))
-                return
-            if type(item) is Tick:  # one test on the hot path: nearly every message is a tick
-                self._accept(item)
-            else:
-                self._other(connection, item)  # type: ignore[arg-type]
-        except Exception as error:  # a bug must not end the connection's reader: the message goes to the DLQ with why
-            log.exception("message_failed", connection=connection.name)
-            self.sink.reject(text, f"internal error: {type(error).__name__}: {error}")
+        self.batch(connection, [text])
 
     def batch(self, connection: Connection, texts: list[str]) -> None:
         """One socket read's messages (Connection calls this instead of one call per message): each normalized and
-        dead-lettered or handled as in __call__, then the ticks accepted in their order under one take of the lock,
-        instead of five reader threads taking turns at it per message."""
+        dead-lettered or handed on, then the ticks accepted in their order under one take of the lock, instead of
+        five reader threads taking turns at it per message. A bug must not end the connection's reader: its message
+        goes to the DLQ with why."""
         self.last_message_at = time.monotonic()
         ticks: list[tuple[Tick, str]] = []
         for text in texts:
@@ -97,18 +85,20 @@ class TickRouter:
                     ticks.append((item, text))
                 else:
                     self._other(connection, item)  # type: ignore[arg-type]
-            except Exception as error:  # as in __call__
-                log.exception("message_failed", connection=connection.name)
-                self.sink.reject(text, f"internal error: {type(error).__name__}: {error}")
+            except Exception as error:
+                self._failed(connection, text, error)
         if not ticks:
             return
         with self._lock:
             for tick, text in ticks:
                 try:
                     self._accept_locked(tick)
-                except Exception as error:  # as in __call__
-                    log.exception("message_failed", connection=connection.name)
-                    self.sink.reject(text, f"internal error: {type(error).__name__}: {error}")
+                except Exception as error:
+                    self._failed(connection, text, error)
+
+    def _failed(self, connection: Connection, text: str, error: Exception) -> None:
+        log.exception("message_failed", connection=connection.name)
+        self.sink.reject(text, f"internal error: {type(error).__name__}: {error}")
 
     def accept(self, tick: Tick) -> bool:
         """Send `tick` on unless a tick of its symbol at the same or a later event time was sent; True if sent.
