@@ -48,7 +48,7 @@ from bench import senders
 from bench.ingest import produced_ticks
 from bench.local_stack import fresh_settings
 from bench.report import StepResult
-from bench.stage_latency import KafkaProbe, breakdown
+from bench.stage_latency import KafkaProbe, breakdown, sample_symbols
 from tickpipe.db import price_tick_rows
 from tickpipe.run.pipeline import LocalPipeline, RunOptions
 from tickpipe.stack.manager import LocalStack
@@ -249,7 +249,7 @@ def _measure(
     warm_up_limit: float = 60.0,
 ) -> StepResult:
     conninfo = pipeline.settings.conninfo("owner")
-    sampled = [s.upper() for s in pipeline.symbols[:SAMPLE_SYMBOLS]]
+    sampled = sample_symbols(list(pipeline.symbols), pipeline.settings.kafka_topic_partitions, SAMPLE_SYMBOLS)
     sampler = LatencySampler(conninfo, sampled)
     probe = KafkaProbe(pipeline.settings, sampled)
     try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench import ingest, job, pipeline, python_pipeline, senders
-from bench.baselines import kafka_round_trip, postgres_copy, postgres_upserts
+from bench.baselines import kafka_round_trip, postgres_copy, postgres_copy_upserts, postgres_upserts
 from bench.local_stack import REPO, bench_stack, fresh_settings
 from bench.report import Measurement, StepResult, markdown, plot_latency
 from tickpipe.config import MaEngine
@@ -46,7 +46,7 @@ class Results:
 
 def run_baselines(results: Results, rows: int, symbols: int) -> None:
     settings = fresh_settings()
-    for measure in (kafka_round_trip, postgres_copy, postgres_upserts):
+    for measure in (kafka_round_trip, postgres_copy, postgres_upserts, postgres_copy_upserts):
         entry = measure(settings, rows, symbols)
         results.ceilings.append(entry)
         results.add("Baselines", entry)
@@ -151,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="bench.run", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="about five minutes (default)")
-    size.add_argument("--full", action="store_true", help="1M-tick job runs, more rates, longer steps")
+    size.add_argument("--quick", action="store_true", help="~15 minutes, ~10 of them the features pair (default)")
+    size.add_argument(
+        "--full",
+        action="store_true",
+        help="3M-tick job runs, rates up to 60,000 ticks/s, longer steps, features at two rates (~60 minutes)",
+    )
     parser.add_argument("--symbols", type=int, default=500)
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument(
