@@ -20,9 +20,12 @@ from tickpipe.kafka import producer_config
 from tickpipe.ma_job.cli import submit
 from tickpipe.ma_job.flink_rest import FlinkRest
 from tickpipe.metrics import scrape
+from tickpipe.schema import parse_tick
 
 
 def preload(settings: Settings, count: int, symbol_count: int) -> None:
+    # Ticks the job would reject all go to its dead letters, and the drain would wait for rows that never come.
+    parse_tick(next(ticks(1, symbol_count)).to_json())
     producer = Producer(producer_config(settings, **{"linger.ms": 20, "batch.size": 1_000_000}))
     for tick in ticks(count, symbol_count):
         while True:

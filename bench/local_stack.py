@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -28,12 +29,23 @@ def bench_stack(components: tuple[str, ...] = ("kafka", "postgres", "flink")) ->
     os.environ["TICKPIPE_HOME"] = str(home)
     # The sizes the benchmark's figures were measured with, whatever STACK_MEMORY says (tickpipe.stack.sizing).
     stack = LocalStack(home, REPO / ".deps" / "jars", sizes=EngineSizes.named("large"))
+    # `kill` or a closed terminal stops a benchmark like Ctrl-C: through the `finally` below, not leaving its engines
+    # running (a background job's SIGINT is ignored, so SIGTERM is how such a run is stopped).
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         os.environ.update(stack.up(components, timeout=180))
         yield stack, home
     finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the stop short
         stack.down()
         shutil.rmtree(home, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
 
 def fresh_settings(**overrides: object) -> Settings:

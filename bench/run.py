@@ -214,4 +214,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as stop:  # Ctrl-C, `kill` or a closed terminal: the stack is already stopped
+        print(f"\nbenchmark {stop or 'stopped'}; nothing written", file=sys.stderr)
+        sys.exit(130)

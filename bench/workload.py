@@ -6,7 +6,10 @@ import random
 import time
 from collections.abc import Iterator
 
-from tickpipe.schema import Tick
+from tickpipe.schema import SOURCES, Tick
+
+# The exchange the ticks are from: the job reads only the sources it knows (tickpipe.schema.SOURCES).
+SOURCE = SOURCES[0]
 
 
 def symbols(count: int) -> list[str]:
@@ -22,4 +25,4 @@ def ticks(count: int, symbol_count: int, seed: int = 7, start_ms: int | None = N
     for i in range(count):
         index = i % symbol_count
         prices[index] *= 1 + rng.gauss(0, 0.0005)
-        yield Tick(names[index], base + i // symbol_count, prices[index], rng.uniform(0, 10), "bench")
+        yield Tick(names[index], base + i // symbol_count, prices[index], rng.uniform(0, 10), SOURCE)

@@ -35,8 +35,15 @@ def security_config(settings: Settings) -> dict[str, Any]:
 
 
 def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """Address and security of the configured cluster: the base of every client's configuration."""
-    return {"bootstrap.servers": settings.kafka_bootstrap_servers, **security_config(settings), **overrides}
+    """Address, socket options and security of the configured cluster: the base of every client's configuration."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        # librdkafka leaves Nagle's algorithm on (Kafka's Java clients turn it off): a small produce or fetch request
+        # then waits for the ACK of the previous segment, which the peer may delay by up to 40 ms.
+        "socket.nagle.disable": True,
+        **security_config(settings),
+        **overrides,
+    }
 
 
 def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
