@@ -108,20 +108,35 @@ def dlq_ddl(settings: Settings) -> str:
 
 def sink_ddl(settings: Settings) -> str:
     """Upsert into price_ticks on its unique key: a replay after a restart rewrites rows instead of doubling them."""
-    options = jdbc_options(settings, "price_ticks")
+    options = postgres_sink_options(settings, "price_ticks")
     return table_ddl(
         "price_ticks", PRICE_TICKS_COLUMNS + ",\n  PRIMARY KEY (`source`, `symbol`, `time`) NOT ENFORCED", options
     )
 
 
+def postgres_sink_options(settings: Settings, table: str) -> dict[str, str]:
+    """Our own sink (services/ma-job/udf, `tickpipe-postgres`) writing `table` as the writer role: group commit
+    (a row is written as soon as the previous transaction ends, no flush timer; batches grow with the load up to
+    SINK_FLUSH_MAX_ROWS), each batch by COPY into a staging table and one upsert on the DDL's primary key."""
+    options = {
+        "connector": "tickpipe-postgres",
+        "url": writer_jdbc_url(settings),
+        "table-name": table,
+        "username": settings.database_writer_user,
+        "sink.buffer-flush.max-rows": str(settings.sink_flush_max_rows),
+        "sink.max-retries": "10",
+    }
+    password = settings.database_writer_password
+    if password:
+        options["password"] = password.get_secret_value()
+    return options
+
+
 def jdbc_options(settings: Settings, table: str) -> dict[str, str]:
     """Flink's JDBC connector writing `table` as the writer role; with a primary key in the DDL it upserts."""
-    url = settings.database.jdbc_url()
-    # The driver sends a flush as multi-row INSERTs instead of one statement per row: 40k → 53k rows/s here.
-    url += ("&" if "?" in url else "?") + "reWriteBatchedInserts=true"
     options = {
         "connector": "jdbc",
-        "url": url,
+        "url": writer_jdbc_url(settings),
         "table-name": table,
         "username": settings.database_writer_user,
         "sink.buffer-flush.max-rows": str(settings.sink_flush_max_rows),
@@ -132,6 +147,12 @@ def jdbc_options(settings: Settings, table: str) -> dict[str, str]:
     if password:
         options["password"] = password.get_secret_value()
     return options
+
+
+def writer_jdbc_url(settings: Settings) -> str:
+    url = settings.database.jdbc_url()
+    # The driver sends a batch of INSERTs as multi-row INSERTs instead of one statement per row (the JDBC sinks).
+    return url + ("&" if "?" in url else "?") + "reWriteBatchedInserts=true"
 
 
 def discard_sink_ddl() -> str:
