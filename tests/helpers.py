@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 import psycopg
@@ -15,6 +16,9 @@ from tickpipe.config import Settings
 from tickpipe.db import price_tick_rows
 from tickpipe.kafka import consumer_config, producer_config
 from tickpipe.schema import Tick
+
+if TYPE_CHECKING:
+    from pyflink.datastream import StreamExecutionEnvironment
 
 T = TypeVar("T")
 
@@ -127,3 +131,25 @@ def topic_messages(settings: Settings, topic: str) -> list[tuple[int, bytes | No
             read += 1
     consumer.close()
     return out
+
+
+def local_flink(**options: str) -> StreamExecutionEnvironment:
+    """An in-process Flink (a mini cluster) with the job's jars (the connectors and services/ma-job/udf), the Python
+    that runs the tests, and one subtask: the elements arrive in the order of their list, as a partition's do."""
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    from tests.conftest import REPO
+    from tickpipe.ma_job.job import connector_jars
+
+    jars = connector_jars(REPO / ".deps" / "jars")
+    assert any("ma-job-udf" in jar for jar in jars), "the MA job's Java parts are not built: run `make setup`"
+    config = Configuration()
+    for key, value in {
+        "pipeline.jars": ";".join(jars),
+        "python.executable": sys.executable,
+        "parallelism.default": "1",
+        **options,
+    }.items():
+        config.set_string(key, value)
+    return StreamExecutionEnvironment.get_execution_environment(config)

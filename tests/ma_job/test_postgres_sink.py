@@ -5,16 +5,14 @@ same key twice are written once per key), and a retraction deletes the row."""
 from __future__ import annotations
 
 import math
-import sys
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import local_flink
 from tickpipe.config import Settings
-from tickpipe.ma_job.job import connector_jars
 from tickpipe.ma_job.tables import table_ddl
 
 if TYPE_CHECKING:
@@ -29,21 +27,8 @@ UPDATES = 20_000
 
 @pytest.fixture(scope="module")
 def env() -> StreamExecutionEnvironment:
-    """An in-process Flink (mini cluster) with the connectors and our jar, one subtask: rows keep their order."""
-    from pyflink.common import Configuration
-    from pyflink.datastream import StreamExecutionEnvironment
-
-    jars = connector_jars(REPO / ".deps" / "jars")
-    assert any("ma-job-udf" in jar for jar in jars), "the MA job's Java parts are not built: run `make setup`"
-    config = Configuration()
-    for key, value in {
-        "pipeline.jars": ";".join(jars),
-        "python.executable": sys.executable,
-        "parallelism.default": "1",
-        "pipeline.object-reuse": "true",  # as in the job: the sink must copy the rows it keeps
-    }.items():
-        config.set_string(key, value)
-    return StreamExecutionEnvironment.get_execution_environment(config)
+    """An in-process Flink with the connectors and our jar, one subtask: rows keep their order."""
+    return local_flink(**{"pipeline.object-reuse": "true"})  # as in the job: the sink must copy the rows it keeps
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,10 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
-from tests.helpers import random_walk
+from tests.helpers import local_flink, random_walk
 from tickpipe.ma_job.indicators import LONG_WINDOW, SHORT_WINDOW, SymbolWindow, stale_reason
-from tickpipe.ma_job.job import connector_jars
 from tickpipe.ma_job.tables import STAGE
 from tickpipe.schema import DEAD_LETTER_VERSION, MAX_RAW_LENGTH, InvalidTick, Tick, parse_tick
 
@@ -156,23 +153,11 @@ class Output:
 
 @pytest.fixture(scope="module")
 def output() -> Iterator[Output]:
-    from pyflink.common import Configuration
-    from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import DataTypes, StreamTableEnvironment
 
     from tickpipe.ma_job.sql_engine import transform
 
-    jars = connector_jars(REPO / ".deps" / "jars")
-    assert any("ma-job-udf" in jar for jar in jars), "the MA job's Java functions are not built: run `make setup`"
-    config = Configuration()
-    for key, value in {
-        "pipeline.jars": ";".join(jars),
-        "python.executable": sys.executable,
-        "parallelism.default": "1",  # one reader: the elements arrive in the order of the list, as a partition's do
-        "table.local-time-zone": "UTC",
-    }.items():
-        config.set_string(key, value)
-    env = StreamExecutionEnvironment.get_execution_environment(config)
+    env = local_flink(**{"table.local-time-zone": "UTC"})
     t_env = StreamTableEnvironment.create(env)
     schema = DataTypes.ROW(
         [
