@@ -50,8 +50,8 @@ def _sink_records(metrics_urls: list[str], job_id: str) -> int:
             for s in samples
             if s.name == "flink_taskmanager_job_task_operator_numRecordsIn"
             and s.labels.get("job_id") == job_id
-            and s.labels.get("operator_name", "").startswith(("price_ticks", "Sink:_price_ticks"))
-            and "Committer" not in s.labels.get("operator_name", "")
+            and s.labels.get("operator_name", "").startswith("price_ticks")
+            and s.labels.get("operator_name", "").endswith("Writer")
         )
     return int(total)
 

@@ -140,7 +140,7 @@ def test_the_flink_metrics_in_the_dashboards_are_served_by_a_running_ma_job(
     assert queried, "no Flink metric in the dashboards"
 
     dead_letters = next(s for s in queried if "dead_letters" in str(s.matchers))
-    rows_written = next(s for s in queried if "Sink:_price_ticks" in str(s.matchers))
+    rows_written = next(s for s in queried if "price_ticks" in str(s.matchers))
 
     def served() -> list[Sample]:
         samples = flink_samples(flink)
