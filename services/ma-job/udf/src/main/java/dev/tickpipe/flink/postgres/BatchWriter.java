@@ -27,9 +27,10 @@ import org.slf4j.LoggerFactory;
  *
  * <p>A batch holds each key once, its last change winning: an upsert statement may not touch a row twice, and the
  * rows of a batch are committed together, so only the last state of a key is ever visible anyway. Upserts go in
- * by binary COPY into the staging table and one INSERT … SELECT … ON CONFLICT: PostgreSQL takes rows that way
- * 15-22 % faster than as multi-row INSERT … ON CONFLICT, the JDBC connector's way (the benchmark's baselines of
- * 2026-12-02, BENCHMARKS.md); deletes (a retracted row) as a batch of DELETEs by key.
+ * by binary COPY into the staging table and one INSERT … SELECT … ON CONFLICT, which PostgreSQL takes about as
+ * fast as multi-row INSERT … ON CONFLICT, the JDBC connector's way (-8 to +22 % in the benchmark's baselines of
+ * three runs on 2026-12-02, BENCHMARKS.md), with no statement text to build and parse; deletes (a retracted row) as a
+ * batch of DELETEs by key.
  */
 final class BatchWriter implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(BatchWriter.class);
