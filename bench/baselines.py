@@ -141,14 +141,20 @@ def _values_text(batch: list[tuple[str, ...]]) -> str:
 
 
 def _write_batches(
-    settings: Settings, name: str, batches: list[tuple[int, Any]], write: Callable[[psycopg.Connection[Any], Any], None]
+    settings: Settings,
+    name: str,
+    batches: list[tuple[int, Any]],
+    write: Callable[[psycopg.Connection[Any], Any], None],
+    setup: str | None = None,
 ) -> Measurement:
-    """Each batch (rows, what `write` sends) written and committed (one transaction each, as the sink's flushes);
-    the steady rate."""
+    """Each batch (rows, what `write` sends) written and committed (one transaction each, as the sink's flushes),
+    after the session's `setup` statement; the steady rate."""
     count = sum(rows for rows, _ in batches)
     written = SteadyRate(count)
     with psycopg.connect(settings.conninfo("owner")) as conn:
         conn.execute("TRUNCATE price_ticks")
+        if setup:
+            conn.execute(setup)
         conn.commit()
         for rows, batch in batches:
             write(conn, batch)
@@ -167,11 +173,12 @@ def postgres_copy(settings: Settings, count: int, symbol_count: int) -> Measurem
     The rows are COPY text before the clock starts: the server's rate, not the client's encoding."""
     chunks = [(len(batch), _copy_text(batch)) for batch in _batches(count, symbol_count, 10_000)]
 
-    def write(conn: psycopg.Connection[Any], chunk: bytes) -> None:
-        with conn.cursor() as cursor, cursor.copy(f"COPY price_ticks ({COLUMNS}) FROM STDIN") as copy:
-            copy.write(chunk)
+    return _write_batches(settings, "postgres COPY", chunks, lambda conn, chunk: _copy(conn, "price_ticks", chunk))
 
-    return _write_batches(settings, "postgres COPY", chunks, write)
+
+def _copy(conn: psycopg.Connection[Any], table: str, chunk: bytes) -> None:
+    with conn.cursor() as cursor, cursor.copy(f"COPY {table} ({COLUMNS}) FROM STDIN") as copy:
+        copy.write(chunk)
 
 
 def postgres_upserts(settings: Settings, count: int, symbol_count: int) -> Measurement:
@@ -192,16 +199,15 @@ def postgres_copy_upserts(settings: Settings, count: int, symbol_count: int) -> 
     """COPY a batch into a temporary staging table, then one INSERT ... SELECT ... ON CONFLICT DO UPDATE from it,
     BATCH rows per transaction: the other way a client upserts in bulk."""
     chunks = [(len(batch), _copy_text(batch)) for batch in _batches(count, symbol_count, BATCH)]
-    prepared: set[int] = set()
 
     def write(conn: psycopg.Connection[Any], chunk: bytes) -> None:
-        if id(conn) not in prepared:
-            conn.execute(
-                "CREATE TEMPORARY TABLE staging_ticks (LIKE price_ticks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-            )
-            prepared.add(id(conn))
-        with conn.cursor() as cursor, cursor.copy(f"COPY staging_ticks ({COLUMNS}) FROM STDIN") as copy:
-            copy.write(chunk)
+        _copy(conn, "staging_ticks", chunk)
         conn.execute(f"INSERT INTO price_ticks ({COLUMNS}) SELECT {COLUMNS} FROM staging_ticks {UPSERT_SET}")
 
-    return _write_batches(settings, f"postgres COPY to staging + upsert (batches of {BATCH:,})", chunks, write)
+    return _write_batches(
+        settings,
+        f"postgres COPY to staging + upsert (batches of {BATCH:,})",
+        chunks,
+        write,
+        setup="CREATE TEMPORARY TABLE staging_ticks (LIKE price_ticks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+    )

@@ -118,41 +118,35 @@ def postgres_sink_options(settings: Settings, table: str) -> dict[str, str]:
     """Our own sink (services/ma-job/udf, `tickpipe-postgres`) writing `table` as the writer role: group commit
     (a row is written as soon as the previous transaction ends, no flush timer; batches grow with the load up to
     SINK_FLUSH_MAX_ROWS), each batch by COPY into a staging table and one upsert on the DDL's primary key."""
-    options = {
-        "connector": "tickpipe-postgres",
-        "url": writer_jdbc_url(settings),
-        "table-name": table,
-        "username": settings.database_writer_user,
-        "sink.buffer-flush.max-rows": str(settings.sink_flush_max_rows),
-        "sink.max-retries": "10",
-    }
-    password = settings.database_writer_password
-    if password:
-        options["password"] = password.get_secret_value()
-    return options
+    return {"connector": "tickpipe-postgres", **_writer_options(settings, table)}
 
 
 def jdbc_options(settings: Settings, table: str) -> dict[str, str]:
     """Flink's JDBC connector writing `table` as the writer role; with a primary key in the DDL it upserts."""
-    options = {
+    return {
         "connector": "jdbc",
-        "url": writer_jdbc_url(settings),
+        **_writer_options(settings, table),
+        "sink.buffer-flush.interval": f"{settings.sink_flush_interval_ms}ms",
+    }
+
+
+def _writer_options(settings: Settings, table: str) -> dict[str, str]:
+    """What both PostgreSQL sinks take alike: the database and `table`, the writer role, the batch and retries."""
+    url = settings.database.jdbc_url()
+    # Flink's JDBC driver sends a batch of INSERTs as multi-row INSERTs instead of one statement per row (the
+    # connector's sinks; the COPY of our own sink does not use it).
+    url += ("&" if "?" in url else "?") + "reWriteBatchedInserts=true"
+    options = {
+        "url": url,
         "table-name": table,
         "username": settings.database_writer_user,
         "sink.buffer-flush.max-rows": str(settings.sink_flush_max_rows),
-        "sink.buffer-flush.interval": f"{settings.sink_flush_interval_ms}ms",
         "sink.max-retries": "10",
     }
     password = settings.database_writer_password
     if password:
         options["password"] = password.get_secret_value()
     return options
-
-
-def writer_jdbc_url(settings: Settings) -> str:
-    url = settings.database.jdbc_url()
-    # The driver sends a batch of INSERTs as multi-row INSERTs instead of one statement per row (the JDBC sinks).
-    return url + ("&" if "?" in url else "?") + "reWriteBatchedInserts=true"
 
 
 def discard_sink_ddl() -> str:
