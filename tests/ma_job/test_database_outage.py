@@ -3,9 +3,6 @@ as the outage lasts, and when the database is back every tick has exactly one ro
 
 from __future__ import annotations
 
-import json
-import urllib.request
-
 import pytest
 
 from tests.conftest import TestStack
@@ -22,12 +19,7 @@ def restarts(job: JobUnderTest) -> int:
     """How often Flink has restarted the job since it was submitted (its `numRestarts` metric)."""
     running = job.rest.jobs()
     ids = [info.job_id for info in running if info.name == job_name(job.settings) and info.state != "CANCELED"]
-    if not ids:
-        return 0
-    url = f"{job.settings.flink_rest_url}/jobs/{ids[0]}/metrics?get=numRestarts"
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - the local Flink
-        values = json.load(response)
-    return int(values[0]["value"]) if values else 0
+    return job.rest.restarts(ids[0]) if ids else 0
 
 
 def test_a_database_outage_loses_and_doubles_nothing(job: JobUnderTest, flink: TestStack) -> None:

@@ -64,6 +64,12 @@ class FlinkRest:
         """The job's latest failure as Flink's stack trace text ("" while it has none)."""
         return str(self._call("GET", f"/jobs/{job_id}/exceptions").get("root-exception") or "")
 
+    def restarts(self, job_id: str) -> int:
+        """How often Flink has restarted the job (its `numRestarts` metric). The REST server fetches metrics in the
+        background on demand, so the first asks after a submit can find none yet: 0 until it has them."""
+        values = self._call("GET", f"/jobs/{job_id}/metrics?get=numRestarts") or []
+        return int(values[0]["value"]) if values else 0
+
     def completed_checkpoints(self, job_id: str) -> int:
         counts = self._call("GET", f"/jobs/{job_id}/checkpoints").get("counts", {})
         return int(counts.get("completed", 0))
