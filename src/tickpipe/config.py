@@ -182,7 +182,6 @@ class Settings(BaseSettings):
     job_parallelism: int = Field(default=1, ge=1, le=256)
     checkpoint_interval_seconds: float = Field(default=10.0, gt=0)
     sink_flush_max_rows: int = Field(default=1000, ge=1)
-    sink_flush_interval_ms: int = Field(default=50, ge=0)
     # How long a Flink operator holds a partly filled network buffer before sending it downstream (Flink's
     # execution.buffer-timeout.interval; its default is 100 ms): each shuffle of the job (by series, by the sink's key)
     # can add this much to a tick's latency when the rate is too low to fill buffers.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from tests.conftest import REPO, TestStack
 from tests.migrator.upgrade import assert_source_keys_upgrade
 
@@ -109,6 +110,24 @@ def test_reader_may_only_read_and_writer_may_upsert(fresh_database: Settings) ->
         assert conn.execute("SELECT count(*) FROM price_ticks").fetchone() == (1,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM price_ticks")
+
+
+def test_the_writer_may_stage_in_a_temporary_table_where_public_may_not(fresh_database: Settings) -> None:
+    # The jobs' sink COPYs each batch into a temporary table; a hardened database revokes TEMPORARY from PUBLIC.
+    with psycopg.connect(fresh_database.conninfo("owner"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+                sql.Identifier(fresh_database.database.dbname)
+            )
+        )
+    migrate(fresh_database)
+    with psycopg.connect(fresh_database.conninfo("writer")) as conn:
+        conn.execute("CREATE TEMPORARY TABLE staging (LIKE price_ticks) ON COMMIT DROP")
+    with (
+        psycopg.connect(fresh_database.conninfo("reader")) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("CREATE TEMPORARY TABLE staging (x int)")
 
 
 def test_reader_may_read_the_alert_levels_that_only_the_owner_changes(fresh_database: Settings) -> None:

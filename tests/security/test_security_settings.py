@@ -121,7 +121,7 @@ def test_database_ssl_root_cert_reaches_libpq_and_the_jobs_sink(ca: Path) -> Non
         database_writer_password="writer-test-pw",
     )
     assert f"sslrootcert='{ca.resolve()}'" in settings.conninfo("writer")
-    assert f"'url' = 'jdbc:postgresql://db.example:5432/d?sslmode=verify-full&sslrootcert={ca.resolve()}&" in (
+    assert f"'url' = 'jdbc:postgresql://db.example:5432/d?sslmode=verify-full&sslrootcert={ca.resolve()}'" in (
         sink_ddl(settings)
     )
 

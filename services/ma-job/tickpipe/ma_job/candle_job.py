@@ -1,5 +1,5 @@
 """The candle job: Kafka `candles` (and, for sources without exchange klines, 1m candles built from their ticks) →
-indicators per (source, symbol) → JDBC upsert into `candles_1m`, signals → the `signals` table and topic, bad input →
+indicators per (source, symbol) → upsert into `candles_1m`, signals → the `signals` table and topic, bad input →
 DLQ.
 
 A Flink job of its own (`tickpipe-candle-job`, consumer group CANDLE_GROUP_ID), so the MA job's SQL and savepoints
@@ -217,7 +217,7 @@ def build(env: StreamExecutionEnvironment, settings: Settings) -> Any:
     """Add the job's sources, operators and sinks to `env`; return the statement set that writes every sink."""
     t_env = StreamTableEnvironment.create(env)
     # Signals arrive as inserts and deletes keyed like the table: no upsert materializer (it would keep every
-    # signal ever written in state) between them and the JDBC sink, which applies them in order per key.
+    # signal ever written in state) between them and the sink, which writes each key's last change.
     t_env.get_config().set("table.exec.sink.upsert-materialize", "NONE")
     for ddl in (
         candles_source_ddl(settings),

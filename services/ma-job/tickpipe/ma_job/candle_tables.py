@@ -1,9 +1,9 @@
-"""The candle job's Kafka and JDBC tables as Flink SQL DDL, from Settings (the same helpers as the MA job's)."""
+"""The candle job's Kafka and PostgreSQL tables as Flink SQL DDL, from Settings (the same helpers as the MA job's)."""
 
 from __future__ import annotations
 
 from tickpipe.config import Settings
-from tickpipe.ma_job.tables import jdbc_options, kafka_security_options, raw_source_ddl, table_ddl
+from tickpipe.ma_job.tables import kafka_security_options, postgres_sink_options, raw_source_ddl, table_ddl
 
 CANDLE_JOB_NAME = "tickpipe-candle-job"
 CANDLE_STAGE = "candle-job"
@@ -71,12 +71,12 @@ def tick_source_ddl(settings: Settings) -> str:
 def candles_sink_ddl(settings: Settings) -> str:
     """Upsert on (source, symbol, open_time): a candle written again with its indicators replaces the NULL ones, and
     a replay rewrites rows instead of doubling them."""
-    return table_ddl("candles_1m", CANDLES_1M_COLUMNS, jdbc_options(settings, "candles_1m"))
+    return table_ddl("candles_1m", CANDLES_1M_COLUMNS, postgres_sink_options(settings, "candles_1m"))
 
 
 def signals_sink_ddl(settings: Settings) -> str:
     """Upsert on (source, symbol, open_time, kind); a DELETE row removes a retracted signal."""
-    return table_ddl("signals", SIGNALS_COLUMNS, jdbc_options(settings, "signals"))
+    return table_ddl("signals", SIGNALS_COLUMNS, postgres_sink_options(settings, "signals"))
 
 
 def signal_events_ddl(settings: Settings) -> str:

@@ -1,9 +1,9 @@
-"""The MA job: Kafka `price-ticks` → MA(5)/MA(20) per symbol → JDBC upsert into `price_ticks`, bad input → DLQ.
+"""The MA job: Kafka `price-ticks` → MA(5)/MA(20) per symbol → upsert into `price_ticks`, bad input → DLQ.
 
 Two engines, one definition, chosen by MA_ENGINE (`--engine`): `sql` (sql_engine.py, the window maths in the
 JVM) and `keyed`, the readable reference below:
 
-    kafka source ─ parse (tickpipe.schema) ─┬─ keyBy(series) ─ moving averages ─┬─ price_ticks (JDBC upsert)
+    kafka source ─ parse (tickpipe.schema) ─┬─ keyBy(series) ─ moving averages ─┬─ price_ticks (upsert)
                                             └─ not a tick ─────────┐           └─ stale tick ─┐
                                                                    └──────── dead letters (Kafka DLQ) ──┘
 
@@ -90,8 +90,9 @@ class MovingAverages(KeyedProcessFunction):  # type: ignore[misc]
         yield Row(event_time_ms, source, symbol, price, volume, averages.ma_short, averages.ma_long)
 
 
-# Under JARS_DIR, as `make setup` lays them out: the Kafka and JDBC connectors with the PostgreSQL driver (Maven
-# Central), and the job's own Java functions (built from services/ma-job/udf).
+# Under JARS_DIR, as `make setup` lays them out: the Kafka connector and the PostgreSQL driver (Maven Central; Flink's
+# JDBC connector too, which the jobs of earlier commits wrote with), and the job's own Java functions and PostgreSQL
+# sink (built from services/ma-job/udf).
 JAR_SETS = ("flink-connectors", "ma-job-udf")
 
 

@@ -2,7 +2,7 @@
 
 Flink restores a savepoint's state by operator id, and refuses (allowNonRestoredState false, as the Helm chart runs
 it) when an operator that had state is missing. Python operators get their id from `.uid(...)`; the operators the
-SQL planner makes (Kafka source, JDBC sinks and their constraint enforcers, Kafka sink writers and committers) have
+SQL planner makes (Kafka source, table sinks, their constraint enforcers, Kafka sink writers and committers) have
 none, and Flink derives their ids from the graph's shape: adding a source (the ticks, tick_candles.py) changed every
 one of them. So, on the built stream graph, before it is submitted:
 
@@ -51,7 +51,12 @@ PREVIOUS_IDS = {
 
 def _normalized(name: str) -> str:
     # The planner numbers its nodes (`Calc[4]`, `*anonymous_datastream_source$2*[3]`): the numbers move with them.
-    return re.sub(r"\$\d+|\[\d+\]", "", name)
+    name = re.sub(r"\$\d+|\[\d+\]", "", name)
+    # The job wrote its tables with Flink's JDBC connector, an operator named `Sink: <table>`; our own sink (a sink
+    # writer without state) is `<table>: Writer`. It keeps the old name here, so it, and the operators before it that
+    # are known by the sinks they feed, keep their ids: the JDBC sink's savepoints restore (its state is left unread).
+    written = re.fullmatch(r"(candles_1m|signals): Writer", name)
+    return f"Sink: {written.group(1)}" if written else name
 
 
 def operator_keys(graph: Any) -> dict[int, str]:

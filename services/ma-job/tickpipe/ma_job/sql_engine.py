@@ -19,12 +19,12 @@ the parser follows `tickpipe.schema.parse_tick`, reason texts included, and a te
 payloads.
 
 The computation is `transform`, a function from a `ticks_raw` table to its price_ticks rows and dead letters; `build`
-feeds it the Kafka source and inserts its outputs into the JDBC and DLQ sinks that job.py declares (tables.py has the
-DDL). The job graph and its operator ids are those of the inserts written as SQL text before the split, so earlier
+feeds it the Kafka source and inserts its outputs into the PostgreSQL and DLQ sinks that job.py declares (tables.py has
+the DDL). The job graph and its operator ids are those of the inserts written as SQL text before the split, so earlier
 savepoints still restore. tests/ma_job/test_sql_engine.py runs `transform` in-process, on elements in a local
 mini-cluster read back with collect: the averages, the stale and malformed records' dead letters, series per source
 and the `first_written` seeds. The tests on the running cluster (test_ma_job.py, test_upgrade.py, ...) are for the
-Kafka/JDBC wiring, restarts and savepoints.
+Kafka/PostgreSQL wiring, restarts and savepoints.
 """
 
 # The SQL below is assembled from constants of this module only, never from input: S608 does not apply.

@@ -1,4 +1,4 @@
-"""The job's Kafka and JDBC tables as Flink SQL DDL, from Settings: no address, password or jar is hard-coded."""
+"""The job's Kafka and PostgreSQL tables as Flink SQL DDL, from Settings: no address, password or jar is hard-coded."""
 
 from __future__ import annotations
 
@@ -118,26 +118,9 @@ def postgres_sink_options(settings: Settings, table: str) -> dict[str, str]:
     """Our own sink (services/ma-job/udf, `tickpipe-postgres`) writing `table` as the writer role: group commit
     (a row is written as soon as the previous transaction ends, no flush timer; batches grow with the load up to
     SINK_FLUSH_MAX_ROWS), each batch by COPY into a staging table and one upsert on the DDL's primary key."""
-    return {"connector": "tickpipe-postgres", **_writer_options(settings, table)}
-
-
-def jdbc_options(settings: Settings, table: str) -> dict[str, str]:
-    """Flink's JDBC connector writing `table` as the writer role; with a primary key in the DDL it upserts."""
-    return {
-        "connector": "jdbc",
-        **_writer_options(settings, table),
-        "sink.buffer-flush.interval": f"{settings.sink_flush_interval_ms}ms",
-    }
-
-
-def _writer_options(settings: Settings, table: str) -> dict[str, str]:
-    """What both PostgreSQL sinks take alike: the database and `table`, the writer role, the batch and retries."""
-    url = settings.database.jdbc_url()
-    # Flink's JDBC driver sends a batch of INSERTs as multi-row INSERTs instead of one statement per row (the
-    # connector's sinks; the COPY of our own sink does not use it).
-    url += ("&" if "?" in url else "?") + "reWriteBatchedInserts=true"
     options = {
-        "url": url,
+        "connector": "tickpipe-postgres",
+        "url": settings.database.jdbc_url(),
         "table-name": table,
         "username": settings.database_writer_user,
         "sink.buffer-flush.max-rows": str(settings.sink_flush_max_rows),

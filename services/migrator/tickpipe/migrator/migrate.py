@@ -181,7 +181,7 @@ def _apply(conn: psycopg.Connection[tuple[object, ...]], migration: Migration) -
 
 
 def ensure_roles(conn: psycopg.Connection[tuple[object, ...]], settings: Settings) -> None:
-    """The writer (the MA job) may insert and update ticks and candles; the reader (Grafana) may only select.
+    """The writer (the jobs) may insert and update ticks and candles; the reader (Grafana) may only select.
 
     Passwords come from DATABASE_WRITER_PASSWORD / DATABASE_READER_PASSWORD; without one the role exists but
     cannot log in, which is the safe default.
@@ -206,6 +206,9 @@ def ensure_roles(conn: psycopg.Connection[tuple[object, ...]], settings: Setting
             for table in WRITTEN_TABLES:
                 conn.execute(sql.SQL("GRANT " + grants + " ON {} TO {}").format(sql.Identifier(table), name))
             if role == settings.database_writer_user:
+                # The jobs' sink stages each batch in a temporary table. PostgreSQL grants TEMPORARY to PUBLIC by
+                # default; a hardened or managed database may have revoked it.
+                conn.execute(sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(database, name))
                 for table in DELETED_TABLES:
                     conn.execute(sql.SQL("GRANT DELETE ON {} TO {}").format(sql.Identifier(table), name))
             # Every table the migrations made is readable (schema_migrations, price_alert_levels which Grafana's
