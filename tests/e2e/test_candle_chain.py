@@ -21,15 +21,19 @@ from tests.ma_job.test_candle_job import candle_job as candle_job  # noqa: PLC04
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def complete(job: CandleJobUnderTest, run: Running, first_ms: int, through_ms: int) -> bool:
-    """Every minute of every symbol from `first_ms` to `through_ms` is in candles_1m with its RSI computed."""
+def incomplete(job: CandleJobUnderTest, first_ms: int, through_ms: int) -> list[str]:
+    """The minutes from `first_ms` to `through_ms` that candles_1m lacks, or has without its RSI (computed from the
+    fifteenth minute on), per symbol: empty once the table is complete."""
     rows = job.candles()
+    lacking = []
     for symbol in SYMBOLS:
         for minute in range(first_ms, through_ms + MINUTE, MINUTE):
             row = rows.get(("binance", symbol, minute))
-            if row is None or (minute - first_ms >= 14 * MINUTE and row["rsi_14"] is None):
-                return False
-    return True
+            if row is None:
+                lacking.append(f"{symbol} {minute}: no row")
+            elif minute - first_ms >= 14 * MINUTE and row["rsi_14"] is None:
+                lacking.append(f"{symbol} {minute}: no rsi_14")
+    return lacking
 
 
 def test_a_cut_connection_leaves_no_hole_in_candles_1m_and_indicators_equal_talib(
@@ -57,7 +61,13 @@ def test_a_cut_connection_leaves_no_hole_in_candles_1m_and_indicators_equal_tali
         return newest if newest >= down_at + 8 * MINUTE else None  # well past the outage
 
     last = wait_for(newest_of_each, 180, "every symbol's candles after the outage in candles_1m")
-    wait_for(lambda: complete(candle_job, run, first, last), 180, "every minute in candles_1m with its indicators")
+    try:
+        wait_for(lambda: not incomplete(candle_job, first, last), 180, "every minute in candles_1m with its indicators")
+    except AssertionError as error:
+        lacking = incomplete(candle_job, first, last)
+        raise AssertionError(
+            f"{error}: {len(lacking)} lacking, e.g. {lacking[:6]} (first {first}, last {last})"
+        ) from None
     rows = candle_job.candles()
     for symbol in SYMBOLS:
         exchange = exchange_candles(run, symbol, first, last)

@@ -54,6 +54,9 @@ def start(kafka: TestStack, unique_topics: dict[str, str], tmp_path: Path) -> It
             "METRICS_PORT": str(port),
             "INGEST_STALE_AFTER_SECONDS": "3",
             "INGEST_GAP_AFTER_MS": str(3_600_000),  # ticks 12 exchange-seconds apart are no gap here
+            # The default look-back, a day, is 24 s of this clock: an ingestor starting later than that on a loaded
+            # machine rightly never fetches the exchange's first minutes, which the tests expect. A week is 168 s.
+            "INGEST_REPAIR_LOOKBACK_MINUTES": str(7 * 24 * 60),
             "INGEST_SPILL_DIR": str(tmp_path / f"spill-{len(started)}"),
             "PYTHONPATH": str(REPO),
         }
