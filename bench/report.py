@@ -11,6 +11,10 @@ from pathlib import Path
 
 import psutil
 
+# Issue 19's bound: a rate is sustained when the pipeline keeps up with it and p99 event → row stays within this.
+# Throughput alone would count a step that keeps up while draining a warm-up backlog tens of seconds deep.
+P99_BOUND_MS = 500.0
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -47,8 +51,19 @@ class StepResult:
     stage_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
-    def sustained(self) -> bool:
+    def keeps_up(self) -> bool:
+        """Throughput only: delivered what was offered and the backlog did not grow."""
         return self.delivered_rate >= 0.95 * self.offered_rate and self.lag_growth < 0.05 * self.offered_rate
+
+    @property
+    def sustained(self) -> bool:
+        return self.keeps_up and self.latency_ms["p99"] <= P99_BOUND_MS
+
+    @property
+    def verdict(self) -> str:
+        if self.sustained:
+            return "yes"
+        return f"no: p99 > {P99_BOUND_MS:.0f} ms" if self.keeps_up else "no: behind"
 
 
 def machine() -> str:
@@ -100,7 +115,7 @@ def markdown(
             lines.append(
                 f"| {s.offered_rate:,.0f} | {s.features} | {s.delivered_rate:,.0f} | {s.lag_growth:,.0f} |"
                 f" {lat['p50']:.0f} |"
-                f" {lat['p95']:.0f} | {lat['p99']:.0f} | {lat['max']:.0f} | {'yes' if s.sustained else 'no'} |"
+                f" {lat['p95']:.0f} | {lat['p99']:.0f} | {lat['max']:.0f} | {s.verdict} |"
                 f" {cpu} | {rss} | {s.sender} {s.sender_cpu_percent:.1f} |"
             )
         lines.append("")
@@ -108,10 +123,17 @@ def markdown(
     if steps:
         # A step that drains a start-up backlog delivers more than is offered: what it sustains is the offer.
         best = max((min(s.delivered_rate, s.offered_rate) for s in steps if s.sustained), default=0.0)
+        kept_up = max((min(s.delivered_rate, s.offered_rate) for s in steps if s.keeps_up), default=0.0)
         lines += [
-            f"Highest sustained end-to-end rate: **{best:,.0f} ticks/s** (the ramp, features {steps[0].features})."
+            f"Highest sustained end-to-end rate (kept up with, p99 ≤ {P99_BOUND_MS:.0f} ms): **{best:,.0f} ticks/s**"
+            f" (the ramp, features {steps[0].features})."
         ]
         lines += [f"- as a share of {c.name}: {best / c.per_second:.0%}" for c in ceilings]
+        if kept_up > best:
+            lines += [
+                f"- kept up with, at any latency: {kept_up:,.0f} ticks/s"
+                + "".join(f"; {kept_up / c.per_second:.0%} of {c.name}" for c in ceilings)
+            ]
         lines.append("")
     if pairs:
         lines += features_section(pairs)
@@ -227,9 +249,9 @@ def plot_latency(steps: list[StepResult], out: Path) -> Path:
     axis.set_ylabel("end-to-end latency (ms, log)")
     axis.set_title("tickpipe: event time → row readable in PostgreSQL")
     for s in steps:
-        if not s.sustained:  # its latencies describe a pipeline falling behind: say so on the plot
+        if not s.keeps_up:  # its latencies describe a pipeline falling behind: say so on the plot
             axis.annotate(
-                f"not sustained:\n{s.delivered_rate:,.0f}/s delivered",
+                f"behind:\n{s.delivered_rate:,.0f}/s delivered",
                 (s.offered_rate, s.latency_ms["p50"]),
                 textcoords="offset points",
                 xytext=(0, -30),
