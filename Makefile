@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 SOURCE ?= binance
 LIVE ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test, each with a local stack of its own (tests/conftest.py); 0: one process
+TEST_WORKERS ?= 2
 # Local Kubernetes for make k8s-up / make dev: kind or minikube
 K8S ?= kind
 
@@ -27,7 +29,7 @@ run: setup-runtime ## run the whole pipeline locally, offline (SOURCE=binance|co
 	@$(BIN)/tickpipe run --source $(SOURCE) $(if $(LIVE),--live) $(if $(SYMBOLS),--symbols $(SYMBOLS))
 
 test: setup lint typecheck validate audit ## lint, type check, validate manifests, audit dependencies, then all tests
-	@$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
+	@$(BIN)/pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) --durations=30 $(PYTEST_ARGS)
 
 test-fast: setup ## unit tests only (no engines)
 	@$(BIN)/pytest -m unit $(PYTEST_ARGS)

@@ -97,6 +97,20 @@ def stack() -> Iterator[TestStack]:
             shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def restore_environment() -> Iterator[None]:
+    """Every test ends with the environment it began with. A PyFlink job run in this process (tests/helpers.py)
+    starts Beam's loopback worker pool here, which writes into os.environ the environment of every Python worker it
+    is asked to start (PYTHON_LOOPBACK_SERVER_ADDRESS, FLINK_LIB_DIR of the cluster that asked, ...): inherited by
+    the processes later tests start, a Flink client would look for its jars in a deleted stack's folder, and a
+    TaskManager would hand its Python functions to this process instead of running them itself."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 @pytest.fixture
 def kafka(stack: TestStack) -> TestStack:
     stack.require("kafka")

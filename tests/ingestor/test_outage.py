@@ -184,21 +184,28 @@ def test_spilled_ticks_survive_a_restart_and_go_before_newer_ones(
     resume(hung)
     wait_for(lambda: drained(run), 90, "the disk buffer drained after the restart")
     read_everything(run, already=first_read)
-    wait_for(lambda: drained(run), 60, "the last ticks delivered")
+    sent = set(run.recorded())
+    # In Kafka, not just out of the ingestor's metrics: a stop now would keep on disk what a slow, just resumed
+    # broker has not acknowledged within STOP_STALL_SECONDS (not lost, but not in the topic this test reads).
+    lost_to_kill = int(TINY_QUEUE) if stop_signal is signal.SIGKILL else 0
+    wait_for(
+        lambda: drained(run) and len(sent - set(kafka_ticks(run.settings))) <= lost_to_kill,
+        90,
+        "every sent tick in Kafka (but what a kill may lose)",
+    )
     run.stop_ingestor()
     ticks = kafka_ticks(run.settings)
     first_occurrences_in_order(ticks)
-    sent = set(run.recorded())
     missing = sent - set(ticks)
     repeats = len(ticks) - len(set(ticks))
     if stop_signal is signal.SIGTERM:
         assert not missing, f"{len(missing)} ticks lost across the restart"
-        # Only records in flight when the broker hung can come twice (saved on stop, and maybe written by it).
-        assert repeats <= saved[0]["records"]
     else:
         # A hard kill loses the producer's memory (at most the queue) but nothing that reached the disk.
         assert len(missing) <= int(TINY_QUEUE), f"{len(missing)} ticks lost, more than the in-memory queue"
-        assert repeats == 0
+    # Only what was in the producer when the broker hung (at most its queue) can come twice: saved on stop or left
+    # unacknowledged on disk, and maybe written by the broker after all. What it acknowledged is not sent again.
+    assert repeats <= int(TINY_QUEUE), f"{repeats} ticks twice in Kafka"
     assert set(ticks) <= sent
 
 

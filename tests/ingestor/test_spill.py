@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -47,8 +48,8 @@ def test_an_append_beyond_the_budget_is_refused_and_space_returns_once_settled(t
     assert accepted == 10
     assert spill.bytes == size * 10
     batch = spill.read(4)
-    for segment_id, _ in batch:
-        spill.settle(segment_id)
+    for ticket, _ in batch:
+        spill.settle(ticket)
     assert spill.bytes == size * 6  # two whole segments acknowledged and deleted
     assert spill.append(*record(0))
 
@@ -59,16 +60,15 @@ def test_a_segment_is_deleted_only_when_all_its_records_are_settled(tmp_path: Pa
         spill.append(*record(i))
     files = sorted(tmp_path.glob(f"*{SUFFIX}"))
     batch = read_all(spill)
-    first = batch[0][0]
-    in_first = [b for b in batch if b[0] == first]
-    for segment_id, _ in in_first[:-1]:
-        spill.settle(segment_id)
+    in_first = [ticket for ticket, _ in batch if ticket[0] == batch[0][0][0]]
+    for ticket in in_first[1:]:  # all but the first: acknowledgements come in any order
+        spill.settle(ticket)
     assert files[0].exists()
-    spill.settle(first)
+    spill.settle(in_first[0])
     assert not files[0].exists()
     assert not spill.drained()
-    for segment_id, _ in batch[len(in_first) :]:
-        spill.settle(segment_id)
+    for ticket, _ in batch[len(in_first) :]:
+        spill.settle(ticket)
     assert spill.drained()
     assert not list(tmp_path.glob(f"*{SUFFIX}"))
 
@@ -83,6 +83,55 @@ def test_a_restart_reads_what_was_not_settled_and_appends_after_it(tmp_path: Pat
     assert again.pending
     again.append(*record(20))
     assert [r for _, r in read_all(again)] == [record(i) for i in range(21)]
+
+
+def test_a_stop_after_acknowledgements_keeps_them_and_the_restart_reads_only_the_rest(tmp_path: Path) -> None:
+    spill = SpillLog(tmp_path, max_bytes=1 << 20)  # one segment, still being written: never deleted while running
+    for i in range(10):
+        spill.append(*record(i))
+    for ticket, _ in spill.read(6):
+        spill.settle(ticket)
+    spill.close()
+    again = SpillLog(tmp_path, max_bytes=1 << 20)
+    batch = again.read(3)
+    assert [r for _, r in batch] == [record(6), record(7), record(8)]
+    # Acknowledged: the 1st and the 3rd, not the 2nd (partitions acknowledge in any order). The next start begins
+    # after the 1st: the 3rd comes again (at-least-once), the 2nd is not skipped.
+    again.settle(batch[0][0])
+    again.settle(batch[2][0])
+    again.close()
+    third = SpillLog(tmp_path, max_bytes=1 << 20)
+    assert [r for _, r in read_all(third)] == [record(i) for i in range(7, 10)]
+    third.close()
+
+
+def test_a_crash_repeats_only_what_was_acknowledged_after_the_last_save(tmp_path: Path) -> None:
+    spill = SpillLog(tmp_path, max_bytes=1 << 20)
+    for i in range(10):
+        spill.append(*record(i))
+    for ticket, _ in spill.read(4):
+        spill.settle(ticket)
+    spill.save_acked()  # the sink's delivery thread does this every SAVE_ACKED_SECONDS
+    for ticket, _ in spill.read(2):
+        spill.settle(ticket)
+    os.close(spill._lock_fd)  # killed: no close(), the kernel drops the lock
+    again = SpillLog(tmp_path, max_bytes=1 << 20)
+    assert [r for _, r in read_all(again)] == [record(i) for i in range(4, 10)]
+
+
+def test_an_offset_of_a_deleted_segment_or_a_torn_one_is_ignored(tmp_path: Path) -> None:
+    spill = SpillLog(tmp_path, max_bytes=1 << 20)
+    for i in range(3):
+        spill.append(*record(i))
+    spill.close()
+    segment = next(tmp_path.glob(f"*{SUFFIX}"))
+    segment.with_suffix(".acked").write_text("not a number")
+    (tmp_path / f"{1:020d}.acked").write_text("12")  # no such segment
+    (tmp_path / f"{2:020d}.acked.tmp").write_text("1")
+    again = SpillLog(tmp_path, max_bytes=1 << 20)
+    assert [r for _, r in read_all(again)] == [record(i) for i in range(3)]
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name != ".lock")
+    assert left == sorted([segment.name, f"{segment.stem}.acked"])
 
 
 def test_prepend_puts_records_before_everything_on_disk(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog.testing
 from confluent_kafka import KafkaError, KafkaException
 
 from tests.ingestor.test_leadership import Clock, advance
@@ -66,15 +67,16 @@ def test_a_standby_sends_nothing_and_a_takeover_sends_what_kafka_lacks_in_order(
     assert sink.sent[-1] == tick("BTCUSDT", 6) and sink.rejected == ["not JSON"]
 
 
-def test_the_buffer_keeps_only_its_window_and_a_hole_before_it_is_reported(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_buffer_keeps_only_its_window_and_a_hole_before_it_is_reported(tmp_path: Path) -> None:
     gate, sink, _, _ = gate_with(tmp_path, {"BTCUSDT": tick("BTCUSDT", 0).event_time_ms}, buffer_seconds=10)
     for second in range(1, 31):
         gate.send(tick("BTCUSDT", second))
-    gate.step()
+    # The events themselves, whatever an earlier test in this process configured logging to print to.
+    with structlog.testing.capture_logs() as events:
+        gate.step()
     assert sink.sent == [tick("BTCUSDT", s) for s in range(20, 31)]  # seconds 1..19 were older than the window
-    assert "takeover_gap" in capsys.readouterr().out
+    gaps = [event for event in events if event["event"] == "takeover_gap"]
+    assert [(gap["symbol"], gap["seconds"]) for gap in gaps] == [("BTCUSDT", 20.0)], events
 
 
 def test_a_leader_that_cannot_renew_stops_producing_before_its_lease_expires(tmp_path: Path) -> None:

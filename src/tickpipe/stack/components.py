@@ -507,6 +507,7 @@ def _java17_module_flags() -> str:
 
 
 JDBC_DRIVER_JAR, JDBC_DRIVER_PACKAGE = "postgresql", "org.postgresql."
+PYFLINK_LOCAL_EXECUTION_VARIABLES = frozenset({"PYTHON_LOOPBACK_SERVER_ADDRESS", "_python_worker_execution_mode"})
 
 
 class FlinkCluster(Component):
@@ -600,7 +601,10 @@ class FlinkCluster(Component):
         (self.conf_dir / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in config.items()))
 
     def process_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # Not inherited: PyFlink's local execution leaves its loopback worker pool's address in the environment of the
+        # process that ran a job in-process, and a TaskManager that inherits it sends its Python functions there
+        # instead of running them in Python workers of its own.
+        env = {key: value for key, value in os.environ.items() if key not in PYFLINK_LOCAL_EXECUTION_VARIABLES}
         env.update(
             FLINK_HOME=str(flink_home()),
             FLINK_CONF_DIR=str(self.conf_dir),

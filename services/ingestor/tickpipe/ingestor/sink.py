@@ -32,7 +32,7 @@ from tickpipe.config import Settings, state_dir
 from tickpipe.errors import ConfigError
 from tickpipe.ingestor import metrics
 from tickpipe.ingestor.normalize import reason_kind
-from tickpipe.ingestor.spill import Record, SpillLog
+from tickpipe.ingestor.spill import SAVE_ACKED_SECONDS, Record, SpillLog, Ticket
 from tickpipe.kafka import producer_config
 from tickpipe.logs import get_logger
 from tickpipe.schema import Tick, dead_letter, parse_timestamp
@@ -110,7 +110,6 @@ class KafkaSink:
         self._episode: dict[str, float] = {"since": time.monotonic(), "written": 0, "replayed": 0}
         self._drops: dict[str, list[int]] = {}  # symbol → [first event ms, last event ms, count] while dropping
         self._dropped = 0
-        self._acks: dict[int, _SegmentAcks] = {}
         self._closing = False
         self._purged: list[Record] = []
         self._held: list[tuple[str, bytes | None, bytes, Tick | None]] | None = None
@@ -288,13 +287,10 @@ class KafkaSink:
             if not batch:
                 self._stop.wait(0.002 if self._held is not None else 0.05)
                 continue
-            for segment_id, (topic, key, value) in batch:
-                acks = self._acks.get(segment_id)
-                if acks is None:
-                    acks = self._acks[segment_id] = _SegmentAcks(self, segment_id)
+            for ticket, (topic, key, value) in batch:
                 while True:
                     try:
-                        self.producer.produce(topic, value=value, key=key, on_delivery=acks)
+                        self.producer.produce(topic, value=value, key=key, on_delivery=_ReplayAck(self, ticket))
                         break
                     except BufferError:
                         if self._stop.wait(0.02):
@@ -323,7 +319,6 @@ class KafkaSink:
                 for record in held[i:]:
                     self._append(*record)
                 return
-        self._acks.clear()
         if self._drops or self._dropped:
             self._end_drops()
         log.warning(
@@ -333,10 +328,10 @@ class KafkaSink:
             seconds=round(time.monotonic() - float(self._episode["since"]), 1),
         )
 
-    def _settle(self, segment_id: int) -> None:
+    def _settle(self, ticket: Ticket) -> None:
         if self.spill is not None:
             with self._lock:
-                self.spill.settle(segment_id)
+                self.spill.settle(ticket)
 
     # -- delivery reports ---------------------------------------------------------------------------------------------
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
@@ -382,9 +377,15 @@ class KafkaSink:
         return True, "spilling to disk" if self._spilling else "ok"
 
     def _poll(self) -> None:
+        saved_at = time.monotonic()
         while not self._stop.is_set():
             self.producer.poll(0.2)
             metrics.QUEUED.set(len(self.producer))
+            # How far the disk buffer was acknowledged, on disk: a crash produces again at most this much of it.
+            if self.spill is not None and time.monotonic() - saved_at >= SAVE_ACKED_SECONDS:
+                with self._lock:
+                    self.spill.save_acked()
+                saved_at = time.monotonic()
 
     def close(self, timeout: float) -> int:
         """Deliver what is queued (up to `timeout` s); keep the rest on disk if there is a disk buffer. Return how
@@ -464,11 +465,14 @@ class _Progress:
         return now - self.at < STOP_STALL_SECONDS
 
 
-class _SegmentAcks:
-    """The delivery callback of records replayed from one segment: settles them so the segment can be deleted."""
+class _ReplayAck:
+    """The delivery callback of a record replayed from disk: settles it, so that its segment can be deleted (and a
+    restart does not produce it again)."""
 
-    def __init__(self, sink: KafkaSink, segment_id: int) -> None:
-        self.sink, self.segment_id = sink, segment_id
+    __slots__ = ("sink", "ticket")
+
+    def __init__(self, sink: KafkaSink, ticket: Ticket) -> None:
+        self.sink, self.ticket = sink, ticket
 
     def __call__(self, error: KafkaError | None, message: Message) -> None:
         sink = self.sink
@@ -482,4 +486,4 @@ class _SegmentAcks:
             with sink._tally:
                 sink._produced[kind][0] += 1
             sink._replayed[kind].inc()
-        sink._settle(self.segment_id)
+        sink._settle(self.ticket)

@@ -6,15 +6,18 @@ says which):
 
     <id:020d>.seg   read in id order; a record is `length u32 | crc32(body) u32 | body`, big-endian, where
                     body = topic length u16, topic, key length i32 (-1: no key), key, value
+    <id:020d>.acked the byte offset in that segment up to which every record was acknowledged, kept while a replay
+                    goes on (at most every SAVE_ACKED_SECONDS) and on close; the next start reads from there
     .lock           flock'ed by the ingestor using the folder; holds its pid
 
 Appends go straight to the file (no user-space buffer), so a killed process loses nothing it appended; fsync
 happens when a segment is sealed and on close, so a machine crash may lose the last seconds. A torn tail (a crash
 in the middle of a write) fails its length or CRC check: reading that segment ends there and the loss is logged.
 
-A segment is deleted once every record read from it was settled: acknowledged by Kafka or refused for good. A
-crash between an acknowledgement and the delete replays the segment's records again after a restart, so the disk
-buffer is at-least-once; the MA job drops a repeated (symbol, event time), so the table is unaffected.
+A segment is deleted once every record read from it was settled: acknowledged by Kafka or refused for good. Until
+then how far it was acknowledged is kept beside it (`.acked`), so a restart does not produce those records again;
+only the acknowledgements of a crash's last moments (at most SAVE_ACKED_SECONDS) are not kept, so the disk buffer is
+at-least-once; the MA job drops a repeated (symbol, event time), so the table is unaffected.
 Not thread-safe: the sink serialises every call under its lock.
 """
 
@@ -25,7 +28,8 @@ import fcntl
 import os
 import struct
 import zlib
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tickpipe.errors import ConfigError
@@ -37,9 +41,11 @@ HEADER = struct.Struct(">II")  # body length, crc32 of the body
 TOPIC_LEN = struct.Struct(">H")
 KEY_LEN = struct.Struct(">i")
 SUFFIX = ".seg"
+ACKED_SUFFIX = ".acked"
 FIRST_ID = 1_000_000_000  # room below it for segments written in front of the others (see `prepend`)
 READ_CHUNK = 1 << 20
 MAX_SEGMENT_BYTES = 16 << 20
+SAVE_ACKED_SECONDS = 0.5  # how often a replay's progress is written (the sink's delivery thread calls save_acked)
 
 
 def encode(topic: str, key: bytes | None, value: bytes) -> bytes:
@@ -60,6 +66,9 @@ def decode_body(body: bytes) -> Record:
     return topic, key, body[offset:]
 
 
+Ticket = tuple[int, int]  # a record handed out by `read`: its segment's id and where the record ends in it
+
+
 @dataclass
 class Segment:
     id: int
@@ -67,13 +76,18 @@ class Segment:
     size: int
     sealed: bool
     read_offset: int = 0
-    read: int = 0  # records handed out by `read`
-    settled: int = 0  # of those, acknowledged by Kafka or refused for good
+    # Every record before this offset is settled: acknowledged by Kafka or refused for good. Records settle in any
+    # order (each partition acknowledges on its own), so those read after it wait in `unsettled` (their end offsets,
+    # in file order) and `settled_ends` until the ones before them are settled too.
+    acked: int = 0
+    acked_saved: int = 0  # the offset in its `.acked` file
+    unsettled: deque[int] = field(default_factory=deque)
+    settled_ends: set[int] = field(default_factory=set)
     exhausted: bool = False  # sealed and read to its end
 
     @property
     def done(self) -> bool:
-        return self.exhausted and self.settled >= self.read
+        return self.exhausted and not self.unsettled
 
 
 class SpillLog:
@@ -103,6 +117,11 @@ class SpillLog:
             if path.stem.isdigit()
         ]
         self.segments.sort(key=lambda s: s.id)
+        for segment in self.segments:
+            segment.read_offset = segment.acked = segment.acked_saved = _acked_offset(segment)
+        for path in [*directory.glob(f"*{ACKED_SUFFIX}"), *directory.glob(f"*{ACKED_SUFFIX}.tmp")]:
+            if path.suffix == ".tmp" or not path.with_suffix(SUFFIX).exists():  # torn, or its segment is gone
+                path.unlink(missing_ok=True)
         self.bytes = sum(s.size for s in self.segments)
         self._write_fd: int | None = None
         self._read_fds: dict[int, int] = {}
@@ -176,9 +195,9 @@ class SpillLog:
             self._write_fd = None
 
     # -- reading and settling ------------------------------------------------------------------------------------
-    def read(self, max_records: int) -> list[tuple[int, Record]]:
-        """The next unread records, oldest first, each with its segment id (for `settle`)."""
-        out: list[tuple[int, Record]] = []
+    def read(self, max_records: int) -> list[tuple[Ticket, Record]]:
+        """The next unread records, oldest first, each with the ticket `settle` takes once Kafka has it."""
+        out: list[tuple[Ticket, Record]] = []
         for segment in list(self.segments):  # reading to the end of a settled segment deletes it
             if len(out) >= max_records:
                 break
@@ -189,7 +208,7 @@ class SpillLog:
                 break  # the segment being written: nothing newer exists yet
         return out
 
-    def _read_from(self, segment: Segment, limit: int, out: list[tuple[int, Record]]) -> None:
+    def _read_from(self, segment: Segment, limit: int, out: list[tuple[Ticket, Record]]) -> None:
         fd = self._read_fds.get(segment.id)
         if fd is None:
             fd = self._read_fds[segment.id] = os.open(segment.path, os.O_RDONLY)
@@ -210,14 +229,14 @@ class SpillLog:
                 body = window[position + HEADER.size : end]
                 if zlib.crc32(body) != crc:
                     break
-                out.append((segment.id, decode_body(body)))
+                out.append(((segment.id, segment.read_offset + end), decode_body(body)))
+                segment.unsettled.append(segment.read_offset + end)
                 taken += 1
                 position = end
             if position == 0:
                 self._truncated(segment)
                 return
             segment.read_offset += position
-        segment.read += taken
         if segment.read_offset >= segment.size and segment.sealed:
             self._finish(segment)
 
@@ -234,11 +253,15 @@ class SpillLog:
             os.close(fd)
         self._collect()
 
-    def settle(self, segment_id: int, count: int = 1) -> None:
-        """`count` records read from that segment are acknowledged (or refused for good)."""
+    def settle(self, ticket: Ticket) -> None:
+        """The record of `ticket` is acknowledged by Kafka (or refused for good)."""
+        segment_id, end = ticket
         for segment in self.segments:
             if segment.id == segment_id:
-                segment.settled += count
+                segment.settled_ends.add(end)
+                while segment.unsettled and segment.unsettled[0] in segment.settled_ends:
+                    segment.settled_ends.discard(segment.unsettled[0])
+                    segment.acked = segment.unsettled.popleft()
                 break
         self._collect()
 
@@ -249,11 +272,12 @@ class SpillLog:
     def _delete(self, segment: Segment) -> None:
         with contextlib.suppress(FileNotFoundError):
             segment.path.unlink()
+        segment.path.with_suffix(ACKED_SUFFIX).unlink(missing_ok=True)
         self.bytes -= segment.size
 
     def drained(self) -> bool:
         """True when everything appended was read and settled (the files are then deleted)."""
-        if any(not (s.exhausted or s.read_offset >= s.size) or s.settled < s.read for s in self.segments):
+        if any(not (s.exhausted or s.read_offset >= s.size) or s.unsettled for s in self.segments):
             return False
         for segment in self.segments:
             self._seal(segment)
@@ -264,7 +288,15 @@ class SpillLog:
         self.segments.clear()
         return True
 
+    def save_acked(self) -> None:
+        """Keep on disk how far each segment was acknowledged, so that a restart does not produce those records
+        again."""
+        for segment in self.segments:
+            if segment.acked > segment.acked_saved:
+                _write_acked_offset(segment)
+
     def close(self) -> None:
+        self.save_acked()
         for segment in self.segments:
             self._seal(segment)
         for fd in self._read_fds.values():
@@ -273,6 +305,26 @@ class SpillLog:
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
+
+
+def _acked_offset(segment: Segment) -> int:
+    """Where a restart starts reading `segment`: after its records acknowledged before the last stop, or at 0."""
+    try:
+        offset = int(segment.path.with_suffix(ACKED_SUFFIX).read_text())
+    except (OSError, ValueError):
+        return 0
+    return offset if 0 <= offset <= segment.size else 0
+
+
+def _write_acked_offset(segment: Segment) -> None:
+    path = segment.path.with_suffix(ACKED_SUFFIX)
+    partial = path.with_name(path.name + ".tmp")
+    try:
+        partial.write_text(str(segment.acked))
+        partial.replace(path)  # whole or not at all: a torn offset would skip records never acknowledged
+        segment.acked_saved = segment.acked
+    except OSError as error:  # the records are produced again after the restart: repeated, not lost
+        log.warning("spill_offset_not_saved", segment=segment.path.name, error=error.strerror)
 
 
 def _write_all(fd: int, data: bytes) -> None:
