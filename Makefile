@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 SOURCE ?= binance
 LIVE ?=
 PYTEST_ARGS ?=
-# pytest-xdist workers for make test, each with a local stack of its own (tests/conftest.py); 0: one process
-TEST_WORKERS ?= 2
+# pytest-xdist workers for make test, each with a local stack of its own (tests/conftest.py); 0: one process.
+# One by default: on 2 cores two stacks make some end-to-end deadlines tight (README, Tests).
+TEST_WORKERS ?= 0
 # Local Kubernetes for make k8s-up / make dev: kind or minikube
 K8S ?= kind
 

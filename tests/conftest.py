@@ -32,6 +32,9 @@ from tickpipe.stack.process import pid_alive, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 EXTERNAL = os.environ.get("TICKPIPE_TEST_EXTERNAL") == "1"
+# What session fixtures put in the environment: it stays when a test's changes are undone (restore_environment),
+# also when the fixture was first asked for in the middle of a test (request.getfixturevalue).
+SESSION_ENVIRONMENT: dict[str, str] = {}
 
 # A shell starts its background jobs with SIGINT ignored, and an ignored signal stays ignored in every child: the
 # tests that press Ctrl-C on a stage (os.killpg(..., SIGINT)) would then wait for nothing. A handler of our own is
@@ -87,7 +90,7 @@ def stack() -> Iterator[TestStack]:
     home = traversable_tmpdir("tickpipe-test-stack-")
     # Stages read $TICKPIPE_HOME/stack.env: make every process of this session use the test stack, not a
     # developer's running one.
-    os.environ["TICKPIPE_HOME"] = str(home)
+    SESSION_ENVIRONMENT["TICKPIPE_HOME"] = os.environ["TICKPIPE_HOME"] = str(home)
     test_stack = TestStack(home)
     try:
         yield test_stack
@@ -106,6 +109,7 @@ def restore_environment() -> Iterator[None]:
     TaskManager would hand its Python functions to this process instead of running them itself."""
     before = dict(os.environ)
     yield
+    before.update(SESSION_ENVIRONMENT)
     if os.environ != before:
         os.environ.clear()
         os.environ.update(before)

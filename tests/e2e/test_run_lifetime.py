@@ -209,7 +209,10 @@ def test_closing_the_terminal_stops_everything_cleanly(shared_run: Run) -> None:
     os.killpg(shared_run.process.pid, signal.SIGHUP)
     shared_run.process.wait(240)
     assert shared_run.process.returncode == 0, shared_run.output[-3000:]
-    wait_for(lambda: nothing_left(shared_run.home), 60, "no process of the state dir left")
+    try:
+        wait_for(lambda: nothing_left(shared_run.home), 60, "no process of the state dir left")
+    except AssertionError:
+        raise AssertionError(f"left running: {processes_mentioning(str(shared_run.home))}") from None
     stopped = (shared_run.home / "logs" / "run.log").read_text()
     assert "stopping the local engines this run started" in stopped, stopped[-2000:]
     assert "Traceback" not in shared_run.output + stopped
