@@ -89,6 +89,10 @@ class Segment:
     def done(self) -> bool:
         return self.exhausted and not self.unsettled
 
+    @property
+    def acked_path(self) -> Path:
+        return self.path.with_suffix(ACKED_SUFFIX)
+
 
 class SpillLog:
     def __init__(self, directory: Path, max_bytes: int, segment_bytes: int | None = None) -> None:
@@ -272,7 +276,7 @@ class SpillLog:
     def _delete(self, segment: Segment) -> None:
         with contextlib.suppress(FileNotFoundError):
             segment.path.unlink()
-        segment.path.with_suffix(ACKED_SUFFIX).unlink(missing_ok=True)
+        segment.acked_path.unlink(missing_ok=True)
         self.bytes -= segment.size
 
     def drained(self) -> bool:
@@ -310,14 +314,14 @@ class SpillLog:
 def _acked_offset(segment: Segment) -> int:
     """Where a restart starts reading `segment`: after its records acknowledged before the last stop, or at 0."""
     try:
-        offset = int(segment.path.with_suffix(ACKED_SUFFIX).read_text())
+        offset = int(segment.acked_path.read_text())
     except (OSError, ValueError):
         return 0
     return offset if 0 <= offset <= segment.size else 0
 
 
 def _write_acked_offset(segment: Segment) -> None:
-    path = segment.path.with_suffix(ACKED_SUFFIX)
+    path = segment.acked_path
     partial = path.with_name(path.name + ".tmp")
     try:
         partial.write_text(str(segment.acked))
