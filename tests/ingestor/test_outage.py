@@ -108,6 +108,26 @@ def exactly_once_in_order(ticks: list[tuple[str, int]]) -> None:
         assert times == sorted(set(times)), f"{symbol}: duplicated or out of order in Kafka"
 
 
+def test_a_queue_full_while_kafka_acknowledges_is_flow_control_not_an_outage(
+    start: object, private_kafka: TestStack
+) -> None:
+    """Five records fill the queue faster than the broker acknowledges them (linger, acks=all), many times a second:
+    the reader waits for room instead of sending ticks to disk and back, and the readiness stays up."""
+    run: Running = start(private_kafka, env={"INGEST_QUEUE_MAX_MESSAGES": TINY_QUEUE})  # type: ignore[operator]
+    wait_for(lambda: run.metric("tickpipe_ingest_queue_wait_seconds_total") > 0, 30, "a wait for room in the queue")
+    wait_for(lambda: run.metric("tickpipe_ingest_produced_total") >= 200, 30, "ticks acknowledged")
+    assert readyz(run) == 200
+    read_everything(run)
+    wait_for(lambda: drained(run), 60, "the last ticks delivered")
+    assert run.metric("tickpipe_ingest_spill_written_total") == 0, "a healthy broker sent ticks to the disk buffer"
+    run.stop_ingestor()
+    assert not run.logged("spill_started"), "a healthy broker sent ticks to the disk buffer"
+    assert not run.logged("producer_queue_full")
+    ticks = kafka_ticks(run.settings)
+    exactly_once_in_order(ticks)
+    assert sorted(ticks) == sorted(run.recorded()), "a tick the exchange sent is missing from Kafka"
+
+
 def test_a_hung_broker_with_a_tiny_queue_and_no_disk_loses_nothing(start: object, hung: TestStack) -> None:
     """Defect 2: the full queue holds the reader (back-pressure); that is not silence, so the watchdog keeps the
     connection and the frames waiting in its socket are read once Kafka is back."""

@@ -87,10 +87,16 @@ RECONNECTS = Counter("tickpipe_ingest_reconnects", "Unplanned reconnections", ["
 ROTATIONS = Counter("tickpipe_ingest_rotations", "Planned connection rotations", ["trigger"])
 CONNECTIONS = Gauge("tickpipe_ingest_connections", "Open exchange connections")
 LAST_EVENT_AGE = Gauge("tickpipe_ingest_last_event_age_seconds", "Seconds since the last message from the exchange")
-QUEUE_FULL = Gauge("tickpipe_ingest_backpressure", "1 while the producer queue is full (Kafka unreachable?)")
+QUEUE_FULL = Gauge(
+    "tickpipe_ingest_backpressure", "1 while a full queue of a stalled Kafka holds the reader (no disk buffer)"
+)
 QUEUED = Gauge("tickpipe_ingest_producer_queue_messages", "Records waiting in the producer for Kafka")
 BLOCKED_SECONDS = Gauge(
     "tickpipe_ingest_blocked_seconds", "How long the exchange's reader has been held by a full queue (no disk buffer)"
+)
+QUEUE_WAIT_SECONDS = Counter(
+    "tickpipe_ingest_queue_wait_seconds",
+    "Seconds callers waited for room in a full producer queue (Kafka slower than the exchange: flow control)",
 )
 EXCHANGE_CONNECTED = Gauge(
     "tickpipe_ingest_exchange_connected",

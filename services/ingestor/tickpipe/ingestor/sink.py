@@ -1,13 +1,16 @@
 """Ticks and dead letters into Kafka: idempotent, acks=all, bounded memory, and a disk buffer behind the memory.
 
-Normal path: produce() into librdkafka's bounded queue. When that queue is full (Kafka away or slow), the sink
-switches to spill mode: this record and every later one are appended to the disk log (spill.py) instead, and a
-replay thread produces the log's records, oldest first, whenever the queue has room. Spill mode ends only when
-everything on disk was produced *and acknowledged*, so a record produced directly is always older than every
-record on disk: each symbol's ticks reach Kafka in the exchange's order (the MA job rejects a tick older than the
-newest it has seen). Only when the disk budget is exhausted are records dropped: counted, logged, and each
-symbol's hole reported as a gap. With INGEST_SPILL_MAX_BYTES=0 there is no disk: a full queue holds the caller
-(back-pressure on the exchange's reader).
+Normal path: produce() into librdkafka's bounded queue. A full queue while Kafka keeps acknowledging is flow
+control: the caller waits for room (a burst faster than Kafka takes holds the exchange's reader for milliseconds;
+sending it to disk and back would cost each record twice the CPU, and a CPU-bound ingestor would then fall further
+behind the more it spilled). When the queue is full and Kafka acknowledged nothing for QUEUE_STALL_SECONDS (Kafka
+away or hung), the sink switches to spill mode: this record and every later one are appended to the disk log
+(spill.py) instead, and a replay thread produces the log's records, oldest first, whenever the queue has room.
+Spill mode ends only when everything on disk was produced *and acknowledged*, so a record produced directly is
+always older than every record on disk: each symbol's ticks reach Kafka in the exchange's order (the MA job rejects
+a tick older than the newest it has seen). Only when the disk budget is exhausted are records dropped: counted,
+logged, and each symbol's hole reported as a gap. With INGEST_SPILL_MAX_BYTES=0 there is no disk: a queue full of
+a stalled Kafka holds the caller (back-pressure on the exchange's reader) until it drains.
 
 Records in librdkafka's queue never expire (message.timeout.ms=0, retries unbounded): a timeout would fail them
 after minutes of outage and they would be lost, or, re-queued behind newer ones, out of order. The queue and the
@@ -42,6 +45,7 @@ STAGE = "ingestor"
 REPLAY_BATCH = 500
 HOLD_MAX_RECORDS, HOLD_SECONDS = 10_000, 1.0  # the last acknowledgements of a drain are awaited in memory
 STOP_STALL_SECONDS = 5.0
+QUEUE_STALL_SECONDS = 1.0  # a full queue without an acknowledgement this long is an outage, not a burst
 MAX_KEYS = 100_000  # encoded Kafka keys kept (a few MB at most, whatever the exchange lists)
 _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
@@ -103,6 +107,7 @@ class KafkaSink:
         self._latency, self._bounds = metrics.PRODUCE_LATENCY.cell(), metrics.PRODUCE_LATENCY.bounds
         self._replayed = {kind: metrics.SPILL_REPLAYED.labels(kind) for kind in kinds}
         self._written = {kind: metrics.SPILL_WRITTEN.labels(kind) for kind in kinds}
+        self._waited = metrics.QUEUE_WAIT_SECONDS
         self._keys: dict[str, bytes] = {}  # symbol → its Kafka key, encoded once (the source's own ticks)
         # Spill state, guarded by _lock (the flag is read without it on the hot path: see send()).
         self._lock = threading.Lock()
@@ -186,6 +191,8 @@ class KafkaSink:
 
     # -- a full queue ------------------------------------------------------------------------------------------------
     def _overflow(self, topic: str, key: bytes | None, value: bytes, tick: Tick | None) -> None:
+        if not self._spilling and self._wait_for_room(topic, key, value):
+            return
         if self.spill is None:
             self._block(topic, key, value)
             return
@@ -202,6 +209,31 @@ class KafkaSink:
                     self._held_to_disk()
                 return
             self._append(topic, key, value, tick)
+
+    def _wait_for_room(self, topic: str, key: bytes | None, value: bytes) -> bool:
+        """Produce the record once the queue has room, for as long as Kafka keeps acknowledging (module docstring).
+        False, with the record not produced, once nothing was acknowledged for QUEUE_STALL_SECONDS."""
+        acked, since = self._acknowledged(), time.monotonic()
+        started = since
+        try:
+            while True:
+                self.producer.poll(0.005)  # serves acknowledgements here too: the waiting thread is free
+                try:
+                    self.producer.produce(topic, value=value, key=key)
+                    return True
+                except BufferError:
+                    pass
+                now = time.monotonic()
+                if (count := self._acknowledged()) != acked:
+                    acked, since = count, now
+                elif now - since >= QUEUE_STALL_SECONDS:
+                    return False
+        finally:
+            self._waited.inc(time.monotonic() - started)
+
+    def _acknowledged(self) -> float:
+        """Records Kafka acknowledged so far (read without the lock: a stale count only delays the verdict)."""
+        return sum(cell[0] for cell in self._produced.values())
 
     def _append(self, topic: str, key: bytes | None, value: bytes, tick: Tick | None) -> None:
         kind = self.kind(topic)
@@ -257,8 +289,8 @@ class KafkaSink:
         self._drops, self._dropped = {}, 0
 
     def _block(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """No disk buffer: hold the exchange's reader (back-pressure) rather than drop a tick or grow without bound.
-        The reader's connection does not count the wait as silence (Connection.silence)."""
+        """No disk buffer and Kafka stalled: hold the exchange's reader (back-pressure) rather than drop a tick or
+        grow without bound. The reader's connection does not count the wait as silence (Connection.silence)."""
         while True:
             try:
                 self.producer.produce(topic, value=value, key=key)
