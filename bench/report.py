@@ -184,8 +184,11 @@ def latency_stages_section(steps: list[StepResult]) -> list[str]:
         "|---:|:---:|" + "---:|" * (len(names) + 1),
     ]
     for s in measured:
-        cells = [f"{s.stage_latency_ms[n]['p50']:.0f} / {s.stage_latency_ms[n]['p99']:.0f}" for n in names]
         count = int(s.stage_latency_ms[names[-1]]["n"])
+        # No sampled tick became a row within the window (a backlog of minutes): nothing to split.
+        cells = [
+            f"{s.stage_latency_ms[n]['p50']:.0f} / {s.stage_latency_ms[n]['p99']:.0f}" if count else "—" for n in names
+        ]
         lines.append(f"| {s.offered_rate:,.0f} | {s.features} | " + " | ".join(cells) + f" | {count:,} |")
     return [*lines, ""]
 

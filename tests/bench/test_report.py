@@ -1,0 +1,27 @@
+"""The benchmark report's tables from step results (no engines)."""
+
+from __future__ import annotations
+
+import pytest
+from bench.report import StepResult, latency_stages_section
+
+pytestmark = pytest.mark.unit
+
+NAN = float("nan")
+
+
+def step(rate: float, split: dict[str, dict[str, float]]) -> StepResult:
+    latency = {"p50": 30.0, "p95": 40.0, "p99": 50.0, "max": 60.0}
+    return StepResult(rate, rate, 0.0, latency, stage_latency_ms=split)
+
+
+def test_a_step_without_sampled_ticks_shows_dashes_not_nan() -> None:
+    measured = {
+        "ingestor": {"p50": 1.0, "p99": 8.0, "n": 24_050.0},
+        "total": {"p50": 31.0, "p99": 155.0, "n": 24_050.0},
+    }
+    empty = {name: {"p50": NAN, "p99": NAN, "n": 0.0} for name in ("ingestor", "total")}
+    lines = latency_stages_section([step(30_000, measured), step(60_000, empty)])
+    assert "| 30,000 | off | 1 / 8 | 31 / 155 | 24,050 |" in lines
+    assert "| 60,000 | off | — | — | 0 |" in lines
+    assert not any("nan" in line for line in lines)
