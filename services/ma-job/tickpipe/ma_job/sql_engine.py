@@ -2,7 +2,7 @@
 
     ticks_raw ─ PARSE_TICK ─┬─ (reason) ────────────────────────────────────────── dead_letters
                             └─ NEWEST_BEFORE(ts) OVER ─┬─ (not newer) ────────── dead_letters
-                                                       └─ LAG(price, 1..19) OVER ─ price_ticks
+                                                       └─ MOVING_AVERAGE(price, 5 | 20) OVER ─ price_ticks
 
 Windows are per series (tickpipe.schema.series_key: the symbol for Binance, `<source>:<symbol>` for the other
 sources) and ordered by processing time: the series is also the Kafka key, which keeps each series' ticks in order,
@@ -12,9 +12,11 @@ before sources existed, and a savepoint of the plan before series (a1b33e1) rest
 (table.exec.uid.generation pins them for compiled plans only; its `<id>` counts ExecNodes and moves with any edit):
 a SQL edit that changes the shape makes a savepoint unrestorable, and then the job starts without state from the
 savepoint's Kafka offsets with its windows re-filled (reseed.py; `written` marks the records written again).
-MA(n) is the plain sum of the current price and n-1 LAGs (never a running sum with retraction, which leaves
-rounding residue after a jump across orders of magnitude), NULL until n ticks of the series have been seen.
-Parsing (PARSE_TICK) and the newest-time check (NEWEST_BEFORE) are two small Java functions (services/ma-job/udf):
+MA(n) is the plain sum of the current price and the n-1 before it, newest first (never a running sum with retraction,
+which leaves rounding residue after a jump across orders of magnitude), NULL until n ticks of the series have been
+seen: MOVING_AVERAGE, a Java aggregate with the last n prices in an array (until 2026-12-02 the same sum of 19 LAG
+aggregates, each converted in and out of the window's state for every row: a third of the TaskManager's CPU).
+Parsing (PARSE_TICK) and the newest-time check (NEWEST_BEFORE) are small Java functions too (services/ma-job/udf):
 the parser follows `tickpipe.schema.parse_tick`, reason texts included, and a test runs both parsers over the same
 payloads.
 
@@ -47,6 +49,7 @@ ISO_MS = "yyyy-MM-dd''T''HH:mm:ss.SSS''Z''"
 FUNCTIONS = {
     "PARSE_TICK": "dev.tickpipe.flink.ParseTick",
     "NEWEST_BEFORE": "dev.tickpipe.flink.NewestBefore",
+    "MOVING_AVERAGE": "dev.tickpipe.flink.MovingAverage",
 }
 
 # One row per record: the tick's fields and its series, or the reason it is not a tick (the rules of
@@ -94,15 +97,10 @@ STALE_REASON = (
 )
 
 
-def _moving_average(n: int) -> str:
-    terms = " + ".join(["price", *(f"LAG(price, {k}) OVER w" for k in range(1, n))])
-    return f"CASE WHEN LAG(price, {n - 1}) OVER w IS NULL THEN NULL ELSE ({terms}) / {n} END"
-
-
 AVERAGES = f"""
 SELECT written, ts, source, symbol, price, volume,
-  {_moving_average(SHORT_WINDOW)} AS ma_short,
-  {_moving_average(LONG_WINDOW)} AS ma_long
+  MOVING_AVERAGE(price, {SHORT_WINDOW}) OVER w AS ma_short,
+  MOVING_AVERAGE(price, {LONG_WINDOW}) OVER w AS ma_long
 FROM checked WHERE newest_before IS NULL OR ts > newest_before
 WINDOW w AS (PARTITION BY series ORDER BY proc)"""
 
