@@ -30,10 +30,17 @@ log = get_logger("tickpipe.ingestor")
 
 
 def newest_candles(
-    settings: Settings, source: str, symbols: tuple[str, ...], since_ms: int, timeout: float = 60.0
+    settings: Settings,
+    source: str,
+    symbols: tuple[str, ...],
+    since_ms: int,
+    timeout: float = 60.0,
+    *,
+    before_ms: int | None = None,
 ) -> dict[str, int]:
     """Each symbol's newest candle open time (ms) on the candle topic among records produced since `since_ms`
-    (wall clock); symbols without one are absent. Raises KafkaException if the topic cannot be read in time."""
+    (wall clock), and before `before_ms` if given; symbols without one are absent. Raises KafkaException if the
+    topic cannot be read in time."""
     wanted = {candle_key(source, symbol.upper()): symbol.upper() for symbol in symbols}
     topic = settings.kafka_candles_topic
     deadline = time.monotonic() + timeout
@@ -67,7 +74,7 @@ def newest_candles(
                     ranges[p] = (begin, read_from[p])
             if not ranges:
                 break
-            _read(consumer, topic, ranges=ranges, wanted=wanted, newest=newest, deadline=deadline)
+            _read(consumer, topic, ranges=ranges, wanted=wanted, newest=newest, deadline=deadline, before_ms=before_ms)
             read_from.update({p: begin for p, (begin, _) in ranges.items()})
             window *= 4
     finally:
@@ -83,8 +90,10 @@ def _read(
     wanted: dict[bytes, str],
     newest: dict[str, int],
     deadline: float,
+    before_ms: int | None,
 ) -> None:
-    """Read offsets [begin, end) of each partition, keeping each wanted key's newest open time."""
+    """Read offsets [begin, end) of each partition, keeping each wanted key's newest open time (of records produced
+    before `before_ms`, if given)."""
     consumer.assign([TopicPartition(topic, p, begin) for p, (begin, _) in ranges.items()])
     left = {p: end for p, (_, end) in ranges.items()}
     while left:
@@ -100,7 +109,7 @@ def _read(
             if offset >= end - 1:
                 del left[partition]
             symbol = wanted.get(message.key() or b"")
-            if symbol is None:
+            if symbol is None or (before_ms is not None and message.timestamp()[1] >= before_ms):
                 continue
             try:
                 open_ms = parse_timestamp(orjson.loads(message.value() or b"{}")["open_time"])

@@ -150,6 +150,7 @@ class Repairer(threading.Thread):
         self._finishing = threading.Event()
         self._busy = False
         self._backoff = Backoff(base=1.0, cap=60.0)
+        self._started_ms = time.time_ns() // 1_000_000  # wall clock, as the candle topic's record times
 
     def request(self, hole: Hole) -> None:
         """Queue a hole (any thread: the readers call this)."""
@@ -247,7 +248,11 @@ class Repairer(threading.Thread):
         try:
             # The topic's record times are the ingestor's wall clock: the look-back in wall time, counted from now.
             since = time.time_ns() // 1_000_000 - lookback * MINUTE_MS
-            stored = newest_candles(self.settings, SOURCE, symbols, since)
+            # At a start, only what an earlier run published: this run's stream may have published a candle before
+            # the tail is read, and starting the repair after it would skip the minutes the ingestor was away.
+            # (A takeover continues the leader, whose candles are as new as its last minute.)
+            before = None if takeover else self._started_ms
+            stored = newest_candles(self.settings, SOURCE, symbols, since, before_ms=before)
         except KafkaException as error:
             log.warning(
                 "candle_tail_unreadable",
