@@ -37,20 +37,21 @@ def message_path(settings: Settings, count: int, symbol_count: int) -> Measureme
     from tickpipe.ingestor.service import TickRouter
     from tickpipe.ingestor.sink import KafkaSink
 
-    data = frames(count + warm_up(count), symbol_count)
+    first = warm_up(count)
+    data = frames(count + first, symbol_count)
     sink = KafkaSink(settings).start()
     router = TickRouter(sink, settings.ingest_gap_after_ms)
     connection = type("Connection", (), {"name": "bench", "shutdown_notice": False})()
-    for frame in data[: warm_up(count)]:
+    for frame in data[:first]:
         router(connection, frame)  # type: ignore[arg-type]
     sink.producer.flush(60)
-    warm = router.sent
+    sent_in_warm_up = router.sent
     start = time.perf_counter()
-    for frame in data[warm_up(count) :]:
+    for frame in data[first:]:
         router(connection, frame)  # type: ignore[arg-type]
     undelivered = sink.close(120)
     seconds = time.perf_counter() - start
-    delivered = router.sent - warm - undelivered
+    delivered = router.sent - sent_in_warm_up - undelivered
     return Measurement("ingestor message path (normalize+dedup+produce)", delivered, delivered / seconds)
 
 
@@ -116,8 +117,9 @@ def raw_producer(settings: Settings, count: int, symbol_count: int) -> Measureme
     from tickpipe.ingestor.normalize import normalize
     from tickpipe.schema import Tick
 
+    first = warm_up(count)
     payloads = []
-    for frame in frames(count + warm_up(count), symbol_count):
+    for frame in frames(count + first, symbol_count):
         tick = normalize(frame)
         if not isinstance(tick, Tick):
             raise TypeError(f"not a tick frame: {frame[:80]}")
@@ -135,9 +137,9 @@ def raw_producer(settings: Settings, count: int, symbol_count: int) -> Measureme
             producer.poll(0)
         producer.flush(120)
 
-    produce(payloads[: warm_up(count)])
+    produce(payloads[:first])
     start = time.perf_counter()
-    produce(payloads[warm_up(count) :])
+    produce(payloads[first:])
     return Measurement("raw confluent-kafka producer (same payloads)", count, count / (time.perf_counter() - start))
 
 

@@ -107,7 +107,6 @@ class KafkaSink:
         self._latency, self._bounds = metrics.PRODUCE_LATENCY.cell(), metrics.PRODUCE_LATENCY.bounds
         self._replayed = {kind: metrics.SPILL_REPLAYED.labels(kind) for kind in kinds}
         self._written = {kind: metrics.SPILL_WRITTEN.labels(kind) for kind in kinds}
-        self._waited = metrics.QUEUE_WAIT_SECONDS
         self._keys: dict[str, bytes] = {}  # symbol → its Kafka key, encoded once (the source's own ticks)
         # Spill state, guarded by _lock (the flag is read without it on the hot path: see send()).
         self._lock = threading.Lock()
@@ -229,7 +228,7 @@ class KafkaSink:
                 elif now - since >= QUEUE_STALL_SECONDS:
                     return False
         finally:
-            self._waited.inc(time.monotonic() - started)
+            metrics.QUEUE_WAIT_SECONDS.inc(time.monotonic() - started)
 
     def _acknowledged(self) -> float:
         """Records Kafka acknowledged so far (read without the lock: a stale count only delays the verdict)."""
