@@ -27,7 +27,7 @@ import pytest
 from tests.conftest import REPO, traversable_tmpdir
 from tests.e2e.test_make_run import processes_mentioning
 from tests.helpers import wait_for
-from tickpipe.stack.process import pid_alive
+from tickpipe.stack.process import group_members, pid_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -188,12 +188,17 @@ def test_a_killed_flink_taskmanager_is_restarted_and_the_job_recovers(shared_run
     shared_run.rows_arrive_after(0, START_TIMEOUT, "the first rows in price_ticks")
     stack = json.loads((shared_run.home / "stack.json").read_text())
     victim = stack["components"]["flink"]["pids"]["flink-taskmanager"]
+    # Its Python UDF workers (the candle job's) are in its process group and outlive a SIGKILL of it.
+    group = group_members(victim, stack["components"]["flink"]["started"]["flink-taskmanager"])
     os.kill(victim, signal.SIGKILL)
     killed_at = now_ms()
     wait_for(
         lambda: shared_run.state().get("restarts", {}).get("flink-taskmanager"),
         60,
         "the TaskManager's restart in run.json",
+    )
+    wait_for(
+        lambda: not any(pid_alive(pid) for pid in group), 15, "the killed TaskManager's group to end with its restart"
     )
     # Flink restores the job from its newest checkpoint onto the new TaskManager; rows written after the kill
     # prove it runs again.

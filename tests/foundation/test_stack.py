@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,13 +17,14 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer
 from tests.conftest import REPO, TestStack
+from tests.helpers import wait_for
 
 from tickpipe.errors import StackError
 from tickpipe.kafka import admin_client, ensure_topics
 from tickpipe.stack.components import Postgres
 from tickpipe.stack.lock import StateDirBusy, StateDirLock, holder
 from tickpipe.stack.manager import LocalStack
-from tickpipe.stack.process import pid_alive
+from tickpipe.stack.process import group_members, pid_alive, spawn, start_time, stop_pid
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +85,21 @@ def test_a_private_stack_starts_and_stops_without_leftovers(stack_home: Path) ->
     assert all(pid is not None and not pid_alive(pid) for pid in pids)
     assert not (tmp_path / "stack.env").exists()
     assert (tmp_path / "postgres" / "data" / "PG_VERSION").exists()  # data kept for the next run
+
+
+def test_stopping_an_engine_ends_what_its_process_group_still_holds(tmp_path: Path) -> None:
+    """A child that ignores the stop signal, or one the engine started after it (a Flink TaskManager's Python UDF
+    worker), must not outlive the engine: nothing would stop it later."""
+    leader = spawn(["bash", "-c", "(trap '' TERM; exec sleep 300) & wait"], log_path=tmp_path / "engine.log")
+    started = start_time(leader)
+    try:
+        child = wait_for(lambda: [pid for pid in group_members(leader, started) if pid != leader], 10, "the child")[0]
+        assert not stop_pid(leader, timeout=10, started=started)  # the leader ended on SIGTERM, not killed
+        wait_for(lambda: not pid_alive(child), 10, "the child that ignored SIGTERM to be killed")
+        assert not group_members(leader, started)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader, signal.SIGKILL)
 
 
 def test_a_taken_fixed_port_is_reported_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

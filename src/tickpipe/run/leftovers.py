@@ -21,9 +21,9 @@ from tickpipe.stack.process import (
     cmdline_contains,
     group_members,
     kill_all,
+    kill_group,
     processes_with_argument,
     same_process,
-    start_time,
     wait_until,
 )
 
@@ -74,16 +74,13 @@ def stop_leftovers(
                 os.killpg(pid, int(info.get("stop_signal", signal.SIGTERM)))
     wait_until(lambda: not any(group_members(pgid, since) for pgid, since in groups), grace, interval=0.2)
     for pgid, since in groups:
-        kill_all(group_members(pgid, since))
+        kill_group(pgid, since)
 
     owned = tuple(state.get("engines") or ())
     if owned:
         stack = LocalStack(home, home)
-        engines = {process: (pid, start_time(pid)) for process, pid in stack.running(owned).items()}
-        stopped += [f"{process} (pid {pid})" for process, (pid, _) in engines.items()]
-        stack.stop(list(owned))
-        for pid, started in engines.values():
-            kill_all(group_members(pid, started))  # a PostgreSQL backend, a Python UDF worker
+        stopped += [f"{process} (pid {pid})" for process, pid in stack.running(owned).items()]
+        stack.stop(list(owned))  # with what their groups hold: a PostgreSQL backend, a Python UDF worker
 
     strays = processes_with_argument(marker(home), exclude=exclude)
     stopped += [f"pid {pid}" for pid in strays]

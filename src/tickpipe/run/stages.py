@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tickpipe.errors import StackError
-from tickpipe.stack.process import die_with_parent, group_members, kill_all, start_time, tail, wait_until
+from tickpipe.stack.process import die_with_parent, start_time, tail, wait_until
+from tickpipe.stack.process import kill_group as kill_process_group
 
 
 @dataclass
@@ -90,7 +91,7 @@ class StageProcess:
     def kill_group(self) -> None:
         """SIGKILL what is left of the stage's process group: its children outlive a leader that was killed."""
         if self.process is not None:
-            kill_all(group_members(self.process.pid, self.started))
+            kill_process_group(self.process.pid, self.started)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(10)
 

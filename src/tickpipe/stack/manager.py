@@ -21,6 +21,7 @@ from tickpipe.stack.components import Component, FlinkCluster, KafkaBroker, Post
 from tickpipe.stack.process import (
     cmdline_contains,
     free_port,
+    kill_group,
     pid_alive,
     port_is_free,
     same_process,
@@ -250,6 +251,9 @@ class LocalStack:
         caller's to wait for)."""
         state = self._load()
         entry = state["components"][name]
+        started = (entry.get("started") or {}).get(process)
+        if started is not None:  # a killed TaskManager's UDF workers outlive it in its group, which no stop signals
+            kill_group(entry["pids"][process], started)
         component = self._component(name, {k: int(v) for k, v in entry["ports"].items()}, entry.get("memory"))
         pid = self._spawn(component, process, component.commands()[process])
         entry["pids"][process] = pid
@@ -298,8 +302,12 @@ class LocalStack:
             if not entry:
                 continue
             for process, pid in reversed(list(entry["pids"].items())):
-                if self._ours(entry, process) and stop_pid(pid, sig=STOP_SIGNALS.get(name, signal.SIGTERM)):
-                    killed.append(process)
+                started = (entry.get("started") or {}).get(process)
+                if self._ours(entry, process):
+                    if stop_pid(pid, sig=STOP_SIGNALS.get(name, signal.SIGTERM), started=started):
+                        killed.append(process)
+                elif started is not None:
+                    kill_group(pid, started)  # its leader crashed: what it left in its group (a UDF worker)
             entry["pids"] = {}
             entry.pop("started", None)
         self._save(state)

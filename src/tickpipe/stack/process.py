@@ -174,16 +174,35 @@ def kill_all(pids: list[int], sig: signal.Signals = signal.SIGKILL) -> None:
             os.kill(pid, sig)
 
 
-def stop_pid(pid: int, *, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> bool:
-    """Signal the process group, wait for it to exit, SIGKILL at the deadline. Return True if it had to be killed."""
+def kill_group(pgid: int, since: int | None) -> None:
+    """SIGKILL every member of process group `pgid` started at or after `since` (see `group_members`), again until
+    none is left: a member may fork while it is being killed (a UDF runner script starting its Python)."""
+
+    def emptied() -> bool:
+        members = group_members(pgid, since)
+        kill_all(members)
+        return not members
+
+    wait_until(emptied, 5.0)
+
+
+def stop_pid(
+    pid: int, *, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0, started: int | None = None
+) -> bool:
+    """Signal the process group, wait for its leader to exit, SIGKILL it at the deadline; then SIGKILL what is left of
+    the group when the leader's start time `started` is known (it tells the group from a later one reusing the
+    number): a child that ignores the signal, or one the leader started after it. Return True if the leader had to
+    be killed."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    if wait_until(lambda: not pid_alive(pid), timeout):
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    wait_until(lambda: not pid_alive(pid), 10.0)
-    return True
+    killed = not wait_until(lambda: not pid_alive(pid), timeout)
+    if killed:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(pid), 10.0)
+    if started is not None:
+        kill_group(pid, started)
+    return killed
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
