@@ -19,6 +19,10 @@ What it serves is what the ingestor uses, nothing more:
                                             frames; weight 2
     every REST answer                        `X-MBX-USED-WEIGHT-1M` (weight used this minute); over Binance's 6000 a
                                             429 with `Retry-After` (the seconds to the minute's end). Other paths 404.
+    GET /bench/rate?perSymbol=<r>            not Binance's: the benchmark's control. From the next round on, `r`
+                                            rounds a second; answers {"perSymbol": r}. A benchmark step raises the
+                                            rate on a pipeline started at a low one, so it measures the steady state
+                                            at its rate, not the catch-up of a start-up backlog
 
 The candles are the tickers': a minute's candle of a symbol covers the rounds sent in that minute (every round is
 one trade per symbol; trade ids are the round numbers): open/close the prices of its first/last round, high/low the
@@ -80,6 +84,7 @@ KLINE_INTERVAL = 2.0  # Binance pushes a kline_1m stream's open candle about eve
 HISTORY_MINUTES = 7 * 24 * 60  # closed minutes kept for GET /api/v3/klines (gap repair looks back at most a day)
 # Binance's REST weights and limit per IP and minute (tickpipe.ingestor.rest, tickpipe.sim.rest).
 WEIGHTS = {"/api/v3/ping": 1, "/api/v3/time": 1, "/api/v3/klines": 2}
+RATE_PATH = "/bench/rate"
 WEIGHT_LIMIT_PER_MINUTE = 6000
 KLINES_LIMIT = 1000
 # A kline frame's varying fields are fixed-width slots, right-aligned behind JSON whitespace: the integers (f, L, n)
@@ -438,6 +443,7 @@ class LoadGen:
         self.klines_sent = 0  # kline frames written
         self.rounds = 0
         self.pongs = 0
+        self.rate = options.rate  # rounds per second from the next round on (GET /bench/rate changes it)
         self._market = Market([], seed=options.seed)  # the simulator's start prices for the same symbols
         self._rng = random.Random(options.seed)  # a price path, not a secret
         self._templates: dict[str, Template] = {}
@@ -553,6 +559,8 @@ class LoadGen:
             response = protocol.accept(request)
         elif target.path in WEIGHTS:
             response = self._rest(protocol, target.path, {k: v[-1] for k, v in parse_qs(target.query).items()})
+        elif target.path == RATE_PATH:
+            response = self._set_rate(protocol, parse_qs(target.query).get("perSymbol", [""])[-1])
         else:
             msg = f"not served by the load generator: {target.path}"
             response = self._json(protocol, 404, {"code": -1, "msg": msg})
@@ -569,6 +577,16 @@ class LoadGen:
         response = protocol.reject(status, orjson.dumps(body).decode())
         response.headers["Content-Type"] = "application/json"
         return response
+
+    def _set_rate(self, protocol: ServerProtocol, value: str) -> Response:
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = math.nan
+        if not rate > 0 or math.isinf(rate):
+            return self._json(protocol, 400, {"code": -1100, "msg": f"perSymbol must be a number above 0: {value!r}"})
+        self.rate = rate
+        return self._json(protocol, 200, {"perSymbol": rate})
 
     def _rest(self, protocol: ServerProtocol, path: str, query: dict[str, str]) -> Response:
         """A REST request within Binance's weight per minute (of the send clock), with the headers it sends."""
@@ -722,7 +740,6 @@ class LoadGen:
 
     # -- sending ------------------------------------------------------------------------------------------------
     def _send(self) -> None:
-        period = 1.0 / self.options.rate
         next_round = time.monotonic()
         for number in itertools.count():
             if self._stop.is_set():
@@ -743,7 +760,7 @@ class LoadGen:
                 self._send_round(client, number, stamp, opened, closing=closing, push=push)
             self.rounds += 1
             self._ping(clients)
-            next_round += period
+            next_round += 1.0 / self.rate
             delay = next_round - time.monotonic()
             if delay < -1.0:  # behind by more than a second (the clients do not keep up): no burst to catch up
                 next_round = time.monotonic()

@@ -59,6 +59,12 @@ POLL_SECONDS = 0.01
 MINUTE_SECONDS = 60.0
 FEATURES = ("off", "candles", "on")
 HISTORY_MINUTES = 30  # closed candles before the load generator's start: the indicators' longest warm-up is 26+9
+# The load generator starts a step at this rate and raises it to the step's once rows arrive, over RAISE_SECONDS:
+# started at its full rate, a step near the ceiling measured the catch-up of its start-up backlog (engines cold,
+# jobs being submitted), which drains only at the spare capacity (2026-12-02: 50,000 ticks/s still draining after 3
+# minutes). A running pipeline whose load rises is what the ramp means to measure.
+START_RATE = 1_000.0
+RAISE_SECONDS = 20
 
 
 class LatencySampler(threading.Thread):
@@ -113,6 +119,15 @@ def _warm_up(rate: float, conninfo: str, metrics_url: str, check: Callable[[], N
         check()
         if time.monotonic() - start >= 10 and produced_ticks(metrics_url) - price_tick_rows(conninfo) < rate:
             return
+
+
+def _raise_rate(loadgen: senders.Running, rate: float, symbol_count: int, check: Callable[[], None]) -> None:
+    """From START_RATE to `rate` in RAISE_SECONDS steps of a second."""
+    start = min(rate, START_RATE)
+    for step in range(1, RAISE_SECONDS + 1):
+        senders.set_rate(loadgen.rest_url, (start + (rate - start) * step / RAISE_SECONDS) / symbol_count)
+        time.sleep(1.0)  # the rise's pace
+        check()
 
 
 def _stage_processes(pipeline: LocalPipeline, stack: LocalStack) -> dict[str, list[psutil.Process]]:
@@ -182,7 +197,11 @@ def run_step(
         if sender == "loadgen":
             loadgen = started.enter_context(
                 senders.sender(
-                    sender, list(symbols), rate / symbol_count, home / "logs", history_minutes=HISTORY_MINUTES
+                    sender,
+                    list(symbols),
+                    min(rate, START_RATE) / symbol_count,
+                    home / "logs",
+                    history_minutes=HISTORY_MINUTES,
                 )
             )
         elif sender != "sim":
@@ -268,6 +287,8 @@ def _measure(
         probe.start()
         if features != "off":  # first: the candle job's start-up (its Python workers) slows the catch-up
             _wait_for_candles(conninfo, pipeline.check)
+        if loadgen is not None:
+            _raise_rate(loadgen, rate, len(pipeline.symbols), pipeline.check)
         _warm_up(rate, conninfo, pipeline.metrics_urls["ingestor"], pipeline.check, warm_up_limit)
         processes = _stage_processes(pipeline, stack)
         # The sender is not part of the pipeline: its CPU is reported on its own.

@@ -98,8 +98,8 @@ def run_pipeline(
     results: Results, stack: LocalStack, home: Path, *, rates: list[int], symbols: int, seconds: float, sender: str
 ) -> None:
     for rate in rates:
-        # Each step starts the pipeline afresh, and near the ceiling its start-up backlog drains at only the spare
-        # capacity (2026-12-02: 60 s left a 50,000 ticks/s step measuring the catch-up, p50 10 s): up to 3 minutes.
+        # Each step starts the pipeline afresh (at a low rate, raised once rows arrive: bench.pipeline.START_RATE);
+        # near the ceiling what backlog the rise leaves drains at only the spare capacity: up to 3 minutes.
         step = pipeline.run_step(stack, home, rate, symbols, seconds, sender=sender, warm_up_limit=RAMP_WARM_UP_LIMIT)
         results.steps.append(step)
         lat = step.latency_ms

@@ -12,6 +12,8 @@ import os
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.loadgen import RATE_PATH
 from bench.local_stack import REPO
 from bench.report import Measurement
 from tickpipe.run.stages import StageProcess
@@ -42,6 +45,17 @@ class Running:
     kind: str
     url: str  # ws://host:port: the exchange's endpoint (REST on the same port)
     process: psutil.Process
+
+    @property
+    def rest_url(self) -> str:
+        return "http" + self.url.removeprefix("ws")
+
+
+def set_rate(rest_url: str, rate_per_symbol: float) -> None:
+    """The load generator's rate from its next round on (GET /bench/rate; the simulator has no such control)."""
+    query = urllib.parse.urlencode({"perSymbol": rate_per_symbol})
+    with urllib.request.urlopen(f"{rest_url}{RATE_PATH}?{query}", timeout=10):  # noqa: S310 - our own loopback URL
+        pass
 
 
 @contextmanager

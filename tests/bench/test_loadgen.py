@@ -248,3 +248,19 @@ def test_rest_klines_select_like_binance_with_its_weight_header_and_errors() -> 
         assert _rest_error(f"{base.replace('1m', '5m')}") == (400, -1120)
         assert _rest_error(f"{base}&limit=0") == (400, -1130)
         assert _rest_error(f"{base}&startTime=x") == (400, -1100)
+
+
+@pytest.mark.unit
+def test_the_benchmark_raises_the_rate_of_a_running_generator() -> None:
+    """A step starts the pipeline at a low rate and raises it: the new rate applies from the next round."""
+    with (
+        loadgen.LoadGen(loadgen.LoadGenOptions(rate=0.2)) as generator,  # a round every 5 s
+        Reader(generator.url, ["btcusdt"], per_connection=200) as reader,
+    ):
+        assert wait_until(lambda: reader.count >= 1, 30)
+        senders.set_rate(generator.rest_url, 200.0)
+        assert wait_until(lambda: reader.count >= 100, 20)  # 500 s at the first rate
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            senders.set_rate(generator.rest_url, 0.0)
+        assert refused.value.code == 400
+        assert generator.rate == 200.0
