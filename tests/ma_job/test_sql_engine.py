@@ -110,7 +110,7 @@ def jumps(count: int) -> list[float]:
 
 
 def plain_average(prices: list[float], n: int) -> float | None:
-    # The SQL's `price + LAG(price, 1) + ... + LAG(price, n - 1)`: newest first, left to right.
+    # MOVING_AVERAGES adds the newest price first, then each earlier one, left to right (the LAG sums' order).
     if len(prices) < n:
         return None
     total = 0.0

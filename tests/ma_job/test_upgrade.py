@@ -139,7 +139,7 @@ def changed_plan_tree(target: Path) -> Path:
     engine = target / "tickpipe" / "ma_job" / "sql_engine.py"
     text = engine.read_text()
     edits = {
-        "WINDOW w AS (PARTITION BY series ORDER BY proc)": "WINDOW w AS (PARTITION BY series, source ORDER BY proc)"
+        "OVER (PARTITION BY series ORDER BY proc)": "OVER (PARTITION BY series, source ORDER BY proc)"
     }
     for old, new in edits.items():
         assert text.count(old) == 1, f"the sql engine changed: update this test's deliberate edit of {old!r}"

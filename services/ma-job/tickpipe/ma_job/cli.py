@@ -142,12 +142,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # A stop asked for while the job is being submitted (Ctrl-C, `tickpipe run` stopping) is kept until the job
     # exists, then the job is stopped as watch() stops it: never left running behind a launcher that is gone.
     stop = threading.Event() if args.detached else stop_requests()
-    job_id = submit(settings, resume=resume, reseed=reseed, discard_sink=args.discard_sink, candles=candles)
+    refused: str | None = None  # Flink refused the savepoint in the submission: no job exists
+    try:
+        job_id = submit(settings, resume=resume, reseed=reseed, discard_sink=args.discard_sink, candles=candles)
+    except RestoreRefused as error:
+        if engine != MaEngine.SQL.value:
+            raise
+        refused = str(error)
     if resume and engine == MaEngine.SQL.value:
-        failure = restore_failure(rest, job_id, stop=stop)
+        failure = refused or restore_failure(rest, job_id, stop=stop)
         if failure:
+            failed_job = None if refused else job_id
             job_id, reseed = (
-                _reseed_instead(rest, job_id, settings=settings, args=args, resume=resume, failure=failure),
+                _reseed_instead(rest, failed_job, settings=settings, args=args, resume=resume, failure=failure),
                 resume,
             )
             resume = None
@@ -194,10 +201,11 @@ def _reseed_from(reseed: str | None, engine: str, resume_point: ResumePoint) -> 
 
 
 def _reseed_instead(
-    rest: FlinkRest, job_id: str, *, settings: Settings, args: argparse.Namespace, resume: str, failure: str
+    rest: FlinkRest, job_id: str | None, *, settings: Settings, args: argparse.Namespace, resume: str, failure: str
 ) -> str:
-    """The job could not restore `resume` (a plan changed by a SQL edit): start it without state after it."""
-    if rest.state(job_id) not in TERMINAL_STATES:
+    """The job could not restore `resume` (a plan changed by a SQL edit): start it without state after it. `job_id`
+    is the job that failed to restore, None when the submission itself was refused."""
+    if job_id is not None and rest.state(job_id) not in TERMINAL_STATES:
         rest.cancel(job_id)
     if args.resume:  # a savepoint asked for by name: say so, do not start something else
         raise CommandError(
@@ -277,6 +285,10 @@ def submit(
     found = re.search(r"JobID ([0-9a-f]{32})", result.stdout)
     if result.returncode != 0 or not found:
         output = (result.stdout + result.stderr).strip().splitlines()
+        refused = next((line.strip() for line in output if any(m in line for m in RESTORE_FAILURES)), "")
+        if resume and refused:
+            # A savepoint holding an operator the plan no longer has fails the job at its start, in the submission.
+            raise RestoreRefused(refused[:500])
         # The job's own failure (a planner or connector exception), not the client's wrappers around it.
         reasons = [
             line.strip(": \t")
@@ -288,6 +300,10 @@ def submit(
             + (reasons[0] if reasons else " | ".join(output[-5:]))
         )
     return found.group(1)
+
+
+class RestoreRefused(CommandError):
+    """Flink refused the savepoint a job was submitted from: the reason, Flink's line."""
 
 
 # What Flink says when a savepoint's state does not fit the job: an operator it cannot find (a changed plan), or

@@ -1,8 +1,8 @@
 """The `sql` engine: parsing, de-duplication and both moving averages in the JVM, as Flink SQL.
 
-    ticks_raw ─ PARSE_TICK ─┬─ (reason) ────────────────────────────────────────── dead_letters
-                            └─ NEWEST_BEFORE(ts) OVER ─┬─ (not newer) ────────── dead_letters
-                                                       └─ MOVING_AVERAGE(price, 5 | 20) OVER ─ price_ticks
+    ticks_raw ─ PARSE_TICK ─┬─ (reason) ──────────────────────────────────────────────── dead_letters
+                            └─ MOVING_AVERAGES(ts, price, 5, 20) OVER ─┬─ (not newer) ─── dead_letters
+                                                                       └─ (new) ────────── price_ticks
 
 Windows are per series (tickpipe.schema.series_key: the symbol for Binance, `<source>:<symbol>` for the other
 sources) and ordered by processing time: the series is also the Kafka key, which keeps each series' ticks in order,
@@ -13,12 +13,14 @@ before sources existed, and a savepoint of the plan before series (a1b33e1) rest
 a SQL edit that changes the shape makes a savepoint unrestorable, and then the job starts without state from the
 savepoint's Kafka offsets with its windows re-filled (reseed.py; `written` marks the records written again).
 MA(n) is the plain sum of the current price and the n-1 before it, newest first (never a running sum with retraction,
-which leaves rounding residue after a jump across orders of magnitude), NULL until n ticks of the series have been
-seen: MOVING_AVERAGE, a Java aggregate with the last n prices in an array (until 2026-12-02 the same sum of 19 LAG
-aggregates, each converted in and out of the window's state for every row: a third of the TaskManager's CPU).
-Parsing (PARSE_TICK) and the newest-time check (NEWEST_BEFORE) are small Java functions too (services/ma-job/udf):
-the parser follows `tickpipe.schema.parse_tick`, reason texts included, and a test runs both parsers over the same
-payloads.
+which leaves rounding residue after a jump across orders of magnitude), NULL until n new ticks of the series have been
+seen. MOVING_AVERAGES, one Java aggregate in one OVER, checks that a tick is newer than the series' newest (else it
+is a duplicate or out of order, left out of the averages and sent to the dead letters) and computes both averages
+from one ring of the last 20 prices. Until 2026-12-02 it was two OVERs, the check and then the averages, and before
+that the averages were sums of 19 LAG aggregates: each aggregate's accumulator is converted out of and into the
+window's state for every row, which was a third of the TaskManager's CPU. Parsing (PARSE_TICK) is a small Java
+function too (services/ma-job/udf): it follows `tickpipe.schema.parse_tick`, reason texts included, and a test runs
+both parsers over the same payloads.
 
 The computation is `transform`, a function from a `ticks_raw` table to its price_ticks rows and dead letters; `build`
 feeds it the Kafka source and inserts its outputs into the PostgreSQL and DLQ sinks that job.py declares (tables.py has
@@ -48,8 +50,7 @@ ISO_MS = "yyyy-MM-dd''T''HH:mm:ss.SSS''Z''"
 # the JVM costs ~0.5 µs, where ten JSON_VALUE/JSON_EXISTS calls cost ~30 µs and capped the engine at ~35k ticks/s.
 FUNCTIONS = {
     "PARSE_TICK": "dev.tickpipe.flink.ParseTick",
-    "NEWEST_BEFORE": "dev.tickpipe.flink.NewestBefore",
-    "MOVING_AVERAGE": "dev.tickpipe.flink.MovingAverage",
+    "MOVING_AVERAGES": "dev.tickpipe.flink.MovingAverages",
 }
 
 # One row per record: the tick's fields and its series, or the reason it is not a tick (the rules of
@@ -59,13 +60,16 @@ SELECT proc, written, p.symbol, p.ts, p.price, p.volume, p.source, p.reason, p.r
   CASE WHEN p.source = 'binance' THEN p.symbol ELSE CONCAT(p.source, ':', p.symbol) END AS series
 FROM ticks_raw_timed, LATERAL TABLE(PARSE_TICK(payload)) AS p"""
 
-# The newest event time among the symbol's earlier valid ticks: a tick that is not after it is a duplicate or
-# out of order, and must not enter the windows. The payload stays behind (a stale tick's dead letter carries the
-# tick as parsed, as the keyed engine's does): not shipping it through two shuffles is ~20 % of the throughput.
-CHECKED = """
-SELECT proc, written, series, symbol, ts, price, volume, source,
-  NEWEST_BEFORE(ts) OVER (PARTITION BY series ORDER BY proc) AS newest_before
-FROM parsed WHERE reason IS NULL"""
+# Each valid tick with the newest event time among its series' earlier ticks (a tick that is not after it is a
+# duplicate or out of order, and did not enter the averages) and the averages. The payload stays behind (a stale
+# tick's dead letter carries the tick as parsed, as the keyed engine's does): not shipping it through the shuffle
+# is ~20 % of the throughput.
+CHECKED = f"""
+SELECT written, ts, source, symbol, price, volume, w.newest_before, w.ma_short, w.ma_long
+FROM (
+  SELECT written, ts, source, symbol, price, volume,
+    MOVING_AVERAGES(ts, price, {SHORT_WINDOW}, {LONG_WINDOW}) OVER (PARTITION BY series ORDER BY proc) AS w
+  FROM parsed WHERE reason IS NULL)"""
 
 
 # A valid tick as JSON text (the raw record of a duplicate or out-of-order tick's dead letter). Assembled from JSON
@@ -97,14 +101,6 @@ STALE_REASON = (
 )
 
 
-AVERAGES = f"""
-SELECT written, ts, source, symbol, price, volume,
-  MOVING_AVERAGE(price, {SHORT_WINDOW}) OVER w AS ma_short,
-  MOVING_AVERAGE(price, {LONG_WINDOW}) OVER w AS ma_long
-FROM checked WHERE newest_before IS NULL OR ts > newest_before
-WINDOW w AS (PARTITION BY series ORDER BY proc)"""
-
-
 def _written(first_written: str) -> str:
     # A record is written (a row or a dead letter) from its partition's first written offset on; the records
     # before it are seeds that only re-fill the windows (reseed.py). The offsets are data of one expression, the
@@ -116,7 +112,7 @@ def _written(first_written: str) -> str:
 
 
 def register_functions(t_env: StreamTableEnvironment) -> None:
-    """PARSE_TICK and NEWEST_BEFORE, for SQL in `t_env` (the jar comes with the job's pipeline.jars)."""
+    """PARSE_TICK and MOVING_AVERAGES, for SQL in `t_env` (the jar comes with the job's pipeline.jars)."""
     for name, java_class in FUNCTIONS.items():
         t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS {name} AS '{java_class}' LANGUAGE JAVA")
 
@@ -137,9 +133,9 @@ def transform(t_env: StreamTableEnvironment, ticks_raw: Table, first_written: st
     )
     t_env.create_temporary_view("parsed", t_env.sql_query(PARSED))
     t_env.create_temporary_view("checked", t_env.sql_query(CHECKED))
-    t_env.create_temporary_view("averages", t_env.sql_query(AVERAGES))
     rows = t_env.sql_query(
-        "SELECT ts AS `time`, source, symbol, price, volume, ma_short, ma_long FROM averages WHERE written"
+        "SELECT ts AS `time`, source, symbol, price, volume, ma_short, ma_long FROM checked "
+        "WHERE (newest_before IS NULL OR ts > newest_before) AND written"
     )
     rejected = _dead_letter("reason", "rejected_raw", "raw_length")
     stale = _dead_letter(STALE_REASON, TICK_JSON, f"CHAR_LENGTH({TICK_JSON})")

@@ -14,6 +14,10 @@ import org.apache.flink.table.functions.AggregateFunction;
  *
  * <p>Built-in SQL needs two stacked OVER aggregates for this (a running MAX, then LAG of it), which Flink 1.20 can
  * only plan through a DataStream round trip (FLINK-35976); this is one small aggregate in one OVER.
+ *
+ * <p>The engine's plan uses {@link MovingAverages} since 2026-12-02, which does this check and the averages in one
+ * aggregate. This one stays in the jar for the jobs of earlier commits, which register it by this name: a job
+ * being rolled back to, and the previous job that tests/ma_job/test_upgrade.py runs before upgrading it.
  */
 @FunctionHint(
         input = @DataTypeHint("TIMESTAMP(3)"),
