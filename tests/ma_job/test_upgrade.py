@@ -138,9 +138,7 @@ def changed_plan_tree(target: Path) -> Path:
     shutil.copytree(REPO / "services" / "ma-job" / "tickpipe", target / "tickpipe")
     engine = target / "tickpipe" / "ma_job" / "sql_engine.py"
     text = engine.read_text()
-    edits = {
-        "OVER (PARTITION BY series ORDER BY proc)": "OVER (PARTITION BY series, source ORDER BY proc)"
-    }
+    edits = {"OVER (PARTITION BY series ORDER BY proc)": "OVER (PARTITION BY series, source ORDER BY proc)"}
     for old, new in edits.items():
         assert text.count(old) == 1, f"the sql engine changed: update this test's deliberate edit of {old!r}"
         text = text.replace(old, new)
