@@ -194,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             run_senders(results, [5_000, 20_000], args.symbols, 10.0, home)
         if "pipeline" in parts:
             # 3,000 ticks/s is where the latency target is set (p99 <= 150 ms), 2,000 the earlier one's rate; 15,000
-            # parts 10,000 from 20,000, where the ceiling lay on the slow days of this shared machine.
-            full_rates = [2_000, 3_000, 5_000, 10_000, 15_000, 20_000, 30_000, 40_000, 50_000, 60_000]
+            # parts 10,000 from 20,000, where the ceiling lay on the slow days of this shared machine, and 45,000 and
+            # 55,000 part the steps where it lies on the fast ones.
+            full_rates = [2_000, 3_000, 5_000, 10_000, 15_000, 20_000, 30_000, 40_000, 45_000, 50_000, 55_000, 60_000]
             rates = full_rates if full else [2_000, 10_000, 20_000]
             seconds = 40.0 if full else 12.0
             run_pipeline(results, stack, home, rates=rates, symbols=args.symbols, seconds=seconds, sender=args.sender)
