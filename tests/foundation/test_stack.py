@@ -102,6 +102,18 @@ def test_stopping_an_engine_ends_what_its_process_group_still_holds(tmp_path: Pa
             os.killpg(leader, signal.SIGKILL)
 
 
+def test_a_group_whose_number_names_another_process_now_is_not_the_recorded_one(tmp_path: Path) -> None:
+    leader = spawn(["sleep", "300"], log_path=tmp_path / "leader.log")  # a group of its own
+    try:
+        started = start_time(leader)
+        assert started is not None
+        assert group_members(leader, started) == [leader]
+        assert group_members(leader, started - 1) == []  # recorded with another start time: another process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader, signal.SIGKILL)
+
+
 def test_a_taken_fixed_port_is_reported_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stack = LocalStack(tmp_path, (REPO / ".deps" / "jars").resolve())
     with socket.socket() as blocker:

@@ -137,6 +137,10 @@ def same_process(pid: int, started: int | None) -> bool:
 def group_members(pgid: int, since: int | None = None) -> list[int]:
     """Live processes of process group `pgid` started at or after `since` (a recorded leader's start time), so a
     recycled group id is never taken for a stage's group: its children (a Flink client, UDF workers) included."""
+    if since is not None and pid_alive(pgid) and start_time(pgid) != since:
+        # The number names another live process now (pid_max may be 32768), so the recorded group is gone: the
+        # kernel hands out a group's number again only after its last member has ended.
+        return []
     members = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
