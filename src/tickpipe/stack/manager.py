@@ -223,10 +223,16 @@ class LocalStack:
         pid; state from before start times were recorded falls back to the command line naming the state dir (a
         process that is still a start-up script, such as Flink's, does not name it yet)."""
         pid = entry["pids"][process]
-        started = (entry.get("started") or {}).get(process)
+        started = self._started(entry, process)
         if started is not None:
             return same_process(pid, started)
         return pid_alive(pid) and cmdline_contains(pid, str(self.home))
+
+    @staticmethod
+    def _started(entry: dict[str, Any], process: str) -> int | None:
+        """The process's start time recorded at spawn (None in state from before start times were recorded)."""
+        started = (entry.get("started") or {}).get(process)
+        return int(started) if started is not None else None
 
     def _alive(self, entry: dict[str, Any]) -> bool:
         return any(self._ours(entry, process) for process in entry.get("pids") or {})
@@ -251,7 +257,7 @@ class LocalStack:
         caller's to wait for)."""
         state = self._load()
         entry = state["components"][name]
-        started = (entry.get("started") or {}).get(process)
+        started = self._started(entry, process)
         if started is not None:  # a killed TaskManager's UDF workers outlive it in its group, which no stop signals
             kill_group(entry["pids"][process], started)
         component = self._component(name, {k: int(v) for k, v in entry["ports"].items()}, entry.get("memory"))
@@ -302,7 +308,7 @@ class LocalStack:
             if not entry:
                 continue
             for process, pid in reversed(list(entry["pids"].items())):
-                started = (entry.get("started") or {}).get(process)
+                started = self._started(entry, process)
                 if self._ours(entry, process):
                     if stop_pid(pid, sig=STOP_SIGNALS.get(name, signal.SIGTERM), started=started):
                         killed.append(process)

@@ -285,7 +285,7 @@ def submit(
     found = re.search(r"JobID ([0-9a-f]{32})", result.stdout)
     if result.returncode != 0 or not found:
         output = (result.stdout + result.stderr).strip().splitlines()
-        refused = next((line.strip() for line in output if any(m in line for m in RESTORE_FAILURES)), "")
+        refused = restore_failure_line(output)
         if resume and refused:
             # A savepoint holding an operator the plan no longer has fails the job at its start, in the submission.
             raise RestoreRefused(refused[:500])
@@ -318,6 +318,11 @@ RESTORE_FAILURES = (
 RESTORE_TIMEOUT_SECONDS = 180.0
 
 
+def restore_failure_line(lines: list[str]) -> str:
+    """The first of Flink's `lines` that says a savepoint's state does not fit the job, stripped; "" if none."""
+    return next((line.strip() for line in lines if any(m in line for m in RESTORE_FAILURES)), "")
+
+
 def restore_failure(
     rest: FlinkRest, job_id: str, timeout: float = RESTORE_TIMEOUT_SECONDS, stop: threading.Event | None = None
 ) -> str | None:
@@ -327,7 +332,7 @@ def restore_failure(
     while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
         try:
             cause = rest.root_exception(job_id)
-            reason = next((line.strip() for line in cause.splitlines() if any(m in line for m in RESTORE_FAILURES)), "")
+            reason = restore_failure_line(cause.splitlines())
             if reason:
                 return reason[:500]
             if _running_or_ended(rest, job_id):
