@@ -4,9 +4,11 @@ simulated exchange sent (its --record) is counted in Kafka afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -126,6 +128,49 @@ def test_a_queue_full_while_kafka_acknowledges_is_flow_control_not_an_outage(
     ticks = kafka_ticks(run.settings)
     exactly_once_in_order(ticks)
     assert sorted(ticks) == sorted(run.recorded()), "a tick the exchange sent is missing from Kafka"
+
+
+@contextlib.contextmanager
+def slowed(stack: TestStack, stopped: float = 0.5, running: float = 0.1) -> Iterator[None]:
+    """A broker alive but slower than the exchange: stopped for `stopped` s of every `stopped + running`, so it
+    acknowledges a few records at a time, always within QUEUE_STALL_SECONDS of the last (never a hang)."""
+    done = threading.Event()
+
+    def duty_cycle() -> None:
+        while not done.is_set():
+            hang(stack)
+            done.wait(stopped)
+            resume(stack)
+            done.wait(running)
+
+    thread = threading.Thread(target=duty_cycle, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        resume(stack)
+
+
+def test_a_slow_broker_spills_instead_of_holding_the_exchange_reader(start: object, hung: TestStack) -> None:
+    """Kafka acknowledges, but fewer records than the exchange sends: the reader keeps reading the exchange (a held
+    reader answers no pings and the exchange would drop it), the ticks go to disk, and all arrive once in order."""
+    run: Running = start(hung, env={"INGEST_QUEUE_MAX_MESSAGES": TINY_QUEUE})  # type: ignore[operator]
+    wait_for(lambda: run.metric("tickpipe_ingest_produced_total") >= 40, 30, "ticks acknowledged")
+    with slowed(hung):
+        wait_for(lambda: run.logged("spill_started"), 60, "the disk buffer taking over from a slow broker")
+        started = next(e for e in run.events() if e.get("event") == "spill_started")
+        assert started["cause"] == "kafka_slow", started
+        read_everything(run)  # while Kafka is still slow: the exchange's socket is not left to fill
+        assert readyz(run) == 200
+    wait_for(lambda: drained(run), 90, "the disk buffer drained")
+    stopped = run.stop_ingestor()
+    assert not run.logged("connection_stale")
+    ticks = kafka_ticks(run.settings)
+    exactly_once_in_order(ticks)
+    assert sorted(ticks) == sorted(run.recorded()), "a tick the exchange sent is missing from Kafka"
+    assert stopped["ticks_sent"] == len(ticks)
 
 
 def test_a_hung_broker_with_a_tiny_queue_and_no_disk_loses_nothing(start: object, hung: TestStack) -> None:

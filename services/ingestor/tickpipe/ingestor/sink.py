@@ -4,8 +4,12 @@ Normal path: produce() into librdkafka's bounded queue. A full queue while Kafka
 control: the caller waits for room (a burst faster than Kafka takes holds the exchange's reader for milliseconds;
 sending it to disk and back would cost each record twice the CPU, and a CPU-bound ingestor would then fall further
 behind the more it spilled). When the queue is full and Kafka acknowledged nothing for QUEUE_STALL_SECONDS (Kafka
-away or hung), the sink switches to spill mode: this record and every later one are appended to the disk log
-(spill.py) instead, and a replay thread produces the log's records, oldest first, whenever the queue has room.
+away or hung), or the reader spent most of QUEUE_SLOW_SECONDS waiting for room (Kafka alive but slower than the
+exchange: throttled by a quota, a slow disk, a lagging replica under acks=all), the sink switches to spill
+mode: this record and every later one are appended to the disk log (spill.py) instead, and a replay thread produces
+the log's records, oldest first, whenever the queue has room. Holding the reader behind a slow Kafka for longer
+would leave the exchange's pings unanswered and its socket full: the exchange drops the connection, and what it
+would have sent meanwhile is lost.
 Spill mode ends only when everything on disk was produced *and acknowledged*, so a record produced directly is
 always older than every record on disk: each symbol's ticks reach Kafka in the exchange's order (the MA job rejects
 a tick older than the newest it has seen). Only when the disk budget is exhausted are records dropped: counted,
@@ -46,6 +50,9 @@ REPLAY_BATCH = 500
 HOLD_MAX_RECORDS, HOLD_SECONDS = 10_000, 1.0  # the last acknowledgements of a drain are awaited in memory
 STOP_STALL_SECONDS = 5.0
 QUEUE_STALL_SECONDS = 1.0  # a full queue without an acknowledgement this long is an outage, not a burst
+# Waits for room that keep coming (less than QUEUE_FREE_SECONDS apart) for QUEUE_SLOW_SECONDS, and take at least
+# half of that time, are a Kafka slower than the exchange; a burst's waits are a few ms now and then.
+QUEUE_SLOW_SECONDS, QUEUE_FREE_SECONDS = 5.0, 1.0
 MAX_KEYS = 100_000  # encoded Kafka keys kept (a few MB at most, whatever the exchange lists)
 _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
@@ -98,6 +105,8 @@ class KafkaSink:
         self._poller = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
         self._replayer = threading.Thread(target=self._replay, name="spill-replay", daemon=True)
         self._full_since: float | None = None
+        # The waits for room of the current run of them: since when, how long in all, when the last one ended.
+        self._pressure = {"since": 0.0, "waited": 0.0, "ended": -QUEUE_FREE_SECONDS}
         # Bound once: the delivery callback runs for every record. Acknowledgements and their latency are counted in
         # cells (metrics.CellCounter) under _tally: callbacks may run on the poller and on a held reader at once.
         kinds = ("ticks", "candles", "dlq")
@@ -190,8 +199,12 @@ class KafkaSink:
 
     # -- a full queue ------------------------------------------------------------------------------------------------
     def _overflow(self, topic: str, key: bytes | None, value: bytes, tick: Tick | None) -> None:
-        if not self._spilling and self._wait_for_room(topic, key, value):
-            return
+        cause = "kafka_behind"  # spilling already: this record goes behind the ones on disk
+        if not self._spilling:
+            verdict = self._wait_for_room(topic, key, value)
+            if verdict is None:
+                return
+            cause = verdict
         if self.spill is None:
             self._block(topic, key, value)
             return
@@ -201,7 +214,7 @@ class KafkaSink:
                     self.producer.produce(topic, value=value, key=key)  # the backlog drained meanwhile
                     return
                 except BufferError:
-                    self._start_spill()
+                    self._start_spill(cause)
             if self._held is not None:
                 self._held.append((topic, key, value, tick))
                 if len(self._held) >= HOLD_MAX_RECORDS:
@@ -209,26 +222,35 @@ class KafkaSink:
                 return
             self._append(topic, key, value, tick)
 
-    def _wait_for_room(self, topic: str, key: bytes | None, value: bytes) -> bool:
-        """Produce the record once the queue has room, for as long as Kafka keeps acknowledging (module docstring).
-        False, with the record not produced, once nothing was acknowledged for QUEUE_STALL_SECONDS."""
+    def _wait_for_room(self, topic: str, key: bytes | None, value: bytes) -> str | None:
+        """Produce the record once the queue has room, for as long as Kafka keeps up (module docstring): None. The
+        record not produced, why: "kafka_stalled" once nothing was acknowledged for QUEUE_STALL_SECONDS,
+        "kafka_slow" once waits for room took half of the last QUEUE_SLOW_SECONDS or more."""
         acked, since = self._acknowledged(), time.monotonic()
-        started = since
+        started, pressure = since, self._pressure
+        if started - pressure["ended"] > QUEUE_FREE_SECONDS:
+            pressure["since"], pressure["waited"] = started, 0.0
         try:
             while True:
                 self.producer.poll(0.005)  # serves acknowledgements here too: the waiting thread is free
                 try:
                     self.producer.produce(topic, value=value, key=key)
-                    return True
+                    return None
                 except BufferError:
                     pass
                 now = time.monotonic()
                 if (count := self._acknowledged()) != acked:
                     acked, since = count, now
                 elif now - since >= QUEUE_STALL_SECONDS:
-                    return False
+                    return "kafka_stalled"
+                run = now - pressure["since"]
+                if run >= QUEUE_SLOW_SECONDS and pressure["waited"] + now - started >= run / 2:
+                    return "kafka_slow"
         finally:
-            metrics.QUEUE_WAIT_SECONDS.inc(time.monotonic() - started)
+            ended = time.monotonic()
+            pressure["waited"] += ended - started
+            pressure["ended"] = ended
+            metrics.QUEUE_WAIT_SECONDS.inc(ended - started)
 
     def _acknowledged(self) -> float:
         """Records Kafka acknowledged so far (read without the lock: a stale count only delays the verdict)."""
@@ -249,14 +271,15 @@ class KafkaSink:
         for record in held:
             self._append(*record)
 
-    def _start_spill(self) -> None:
+    def _start_spill(self, cause: str) -> None:
         self._spilling = True
         self._episode = {"since": time.monotonic(), "written": 0, "replayed": 0}
         log.warning(
             "spill_started",
+            cause=cause,
             queued=len(self.producer),
             spill_bytes=self.spill.bytes if self.spill else 0,
-            hint="producer queue full (is Kafka reachable?): records go to the disk buffer until it drains",
+            hint="producer queue full (is Kafka reachable? throttled?): records go to the disk buffer until it drains",
         )
 
     def _drop(self, kind: str, tick: Tick | None) -> None:
@@ -346,7 +369,7 @@ class KafkaSink:
             try:
                 self.producer.produce(topic, value=value, key=key)
             except BufferError:  # full again already: the rest goes to disk, in order
-                self._start_spill()
+                self._start_spill("kafka_behind")
                 for record in held[i:]:
                     self._append(*record)
                 return
