@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from bench.report import StepResult, latency_stages_section
+from bench.report import Measurement, StepResult, latency_stages_section, sustained_section
 
 pytestmark = pytest.mark.unit
 
@@ -25,3 +25,19 @@ def test_a_step_without_sampled_ticks_shows_dashes_not_nan() -> None:
     assert "| 30,000 | off | 1 / 8 | 31 / 155 | 24,050 |" in lines
     assert "| 60,000 | off | — | — | 0 |" in lines
     assert not any("nan" in line for line in lines)
+
+
+def test_a_missed_step_below_the_highest_sustained_one_is_named() -> None:
+    def at(rate: float, p99: float) -> StepResult:
+        return StepResult(rate, rate, 0.0, {"p50": 30.0, "p95": 40.0, "p99": p99, "max": p99})
+
+    upsert = Measurement("postgres upsert", 1_000, 100_000.0)
+    lines = sustained_section([at(30_000, 170), at(40_000, 708), at(45_000, 898), at(50_000, 277)], [upsert])
+    assert lines[0].endswith("**50,000 ticks/s** (the ramp, features off).")
+    assert "- as a share of postgres upsert: 50%" in lines
+    assert (
+        "- every step sustained up to 30,000 ticks/s; missed below the highest: "
+        "40,000 (no: p99 > 500 ms, p99 708 ms), 45,000 (no: p99 > 500 ms, p99 898 ms)"
+    ) in lines
+    clean = sustained_section([at(30_000, 170), at(40_000, 300), at(50_000, 900)], [upsert])
+    assert not any("missed" in line for line in clean)
