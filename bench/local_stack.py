@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,9 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from confluent_kafka import KafkaException
 
 from tickpipe.config import Settings, load_settings
-from tickpipe.kafka import ensure_topics
+from tickpipe.kafka import admin_client, ensure_topics
 from tickpipe.migrator.migrate import migrate
 from tickpipe.stack.manager import LocalStack
 from tickpipe.stack.sizing import EngineSizes
@@ -65,3 +67,17 @@ def fresh_settings(**overrides: object) -> Settings:
     migrate(settings)
     ensure_topics(settings)
     return settings
+
+
+def discard(settings: Settings) -> None:
+    """Drop what fresh_settings made (its database, its topics) once a step is measured: the next step must not
+    share the machine with a dead step's millions of rows (autovacuum and checkpoints of them ran during the next
+    step's window) nor its disk."""
+    with psycopg.connect(settings.conninfo("owner"), dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{settings.database.dbname}" WITH (FORCE)')
+    named = (settings.kafka_topic, settings.kafka_dlq_topic, settings.kafka_candles_topic, settings.kafka_signals_topic)
+    topics = [topic for topic in named if topic.startswith("bench-")]  # a default name is not the step's own
+    admin = admin_client(settings)  # held until the results: a client collected first fails them (_DESTROY)
+    for future in admin.delete_topics(topics, operation_timeout=30).values():
+        with contextlib.suppress(KafkaException):  # a topic this step never made
+            future.result(timeout=60)

@@ -46,7 +46,7 @@ from psycopg import sql
 
 from bench import senders
 from bench.ingest import produced_ticks
-from bench.local_stack import fresh_settings
+from bench.local_stack import discard, fresh_settings
 from bench.report import StepResult
 from bench.stage_latency import KafkaProbe, breakdown, sample_symbols
 from tickpipe.db import price_tick_rows
@@ -193,6 +193,7 @@ def run_step(
     os.environ.update(settings.as_env())  # the stages are children: they read the same settings
     symbols = tuple(f"sym{i:04d}usdt" for i in range(symbol_count))
     with contextlib.ExitStack() as started:
+        started.callback(discard, settings)  # last: after the pipeline and the sender stopped
         loadgen = None
         if sender == "loadgen":
             loadgen = started.enter_context(
