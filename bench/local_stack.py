@@ -54,7 +54,8 @@ def fresh_settings(**overrides: object) -> Settings:
     """Settings pointing at a new, migrated database and new topics on the running bench stack."""
     base = load_settings(jars_dir=REPO / ".deps" / "jars", migrations_dir=REPO / "storage" / "migrations")
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base.conninfo("owner"), autocommit=True) as conn:
+    # Through the maintenance database: the environment may name a previous step's, dropped since (discard).
+    with psycopg.connect(base.conninfo("owner"), dbname="postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     settings = load_settings(
         jars_dir=base.jars_dir,
