@@ -294,7 +294,8 @@ def _measure(
         processes = _stage_processes(pipeline, stack)
         # The sender is not part of the pipeline: its CPU is reported on its own.
         sender = [loadgen.process] if loadgen else processes.pop("sim")
-        for group in [sender, *processes.values()]:
+        bench = [psutil.Process()]  # this process: the sampler's and the probe's threads, the scans below
+        for group in [sender, bench, *processes.values()]:
             _cpu_percent(group)
         peak: dict[str, float] = dict.fromkeys(processes, 0.0)
         metrics_url = pipeline.metrics_urls["ingestor"]
@@ -310,7 +311,7 @@ def _measure(
         elapsed = time.perf_counter() - start
         rows1, produced1 = price_tick_rows(conninfo), produced_ticks(metrics_url)
         cpu = {name: _cpu_percent(group) for name, group in processes.items()}
-        sender_cpu = _cpu_percent(sender)
+        sender_cpu, bench_cpu = _cpu_percent(sender), _cpu_percent(bench)
         pss = {name: _pss_mb(group) for name, group in processes.items()}
         candles, signals = _count(conninfo, "candles_1m") - candles0, _count(conninfo, "signals") - signals0
     finally:
@@ -328,6 +329,7 @@ def _measure(
         peak,
         sender=senders.NAMES["loadgen" if loadgen else "sim"],
         sender_cpu_percent=sender_cpu,
+        bench_cpu_percent=bench_cpu,
         features=features,
         seconds=elapsed,
         in_flight_at_start=round(produced0 - rows0),

@@ -40,6 +40,9 @@ class StepResult:
     # sends), not the pipeline's, so not among the stages'.
     sender: str = "simulator"
     sender_cpu_percent: float = float("nan")
+    # The benchmark process's own CPU in the window (its row sampler, Kafka probe, process scans): on the same 2
+    # cores as the stages, so what it takes they do not get; not the pipeline's either.
+    bench_cpu_percent: float = float("nan")
     # "off": the tick path alone (no klines, no candle job); "on": klines and the candle job (bench/pipeline.py).
     features: str = "off"
     seconds: float = float("nan")  # the measurement window
@@ -105,7 +108,7 @@ def markdown(
             f"### End to end ({every_step[0].sender} → ingestor → Kafka → ma-job → PostgreSQL)",
             "",
             "| offered ticks/s | features | delivered rows/s | backlog growth/s | p50 ms | p95 ms | p99 ms | max ms |"
-            " sustained | CPU % (stage) | peak RSS MB (stage) | sender CPU % (not the pipeline's) |",
+            " sustained | CPU % (stage) | peak RSS MB (stage) | sender, benchmark CPU % (not the pipeline's) |",
             "|---:|:---:|---:|---:|---:|---:|---:|---:|:---:|---|---|---:|",
         ]
         for s in every_step:
@@ -116,7 +119,7 @@ def markdown(
                 f"| {s.offered_rate:,.0f} | {s.features} | {s.delivered_rate:,.0f} | {s.lag_growth:,.0f} |"
                 f" {lat['p50']:.0f} |"
                 f" {lat['p95']:.0f} | {lat['p99']:.0f} | {lat['max']:.0f} | {s.verdict} |"
-                f" {cpu} | {rss} | {s.sender} {s.sender_cpu_percent:.1f} |"
+                f" {cpu} | {rss} | {s.sender} {s.sender_cpu_percent:.1f}, benchmark {s.bench_cpu_percent:.0f} |"
             )
         lines.append("")
         lines += latency_stages_section(every_step)
@@ -126,6 +129,13 @@ def markdown(
         lines += features_section(pairs)
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
+
+
+def best_round(runs: tuple[Measurement, ...]) -> Measurement:
+    """The fastest of several rounds of one baseline, the others' rates in its note."""
+    best = max(runs, key=lambda m: m.per_second)
+    others = ", ".join(f"{m.per_second:,.0f}" for m in runs if m is not best)
+    return Measurement(best.name, best.count, best.per_second, f"{best.note}; best of {len(runs)} (others {others})")
 
 
 def sustained_section(steps: list[StepResult], ceilings: list[Measurement]) -> list[str]:
@@ -175,6 +185,7 @@ def _feature_rows(steps: list[StepResult]) -> list[tuple[str, list[float], str]]
         rows.append((f"**{title} total**", [sum(v.values()) for v in values], unit))
     rows += [
         ("sender CPU (not the pipeline's)", [s.sender_cpu_percent for s in steps], "%"),
+        ("benchmark's own CPU (not the pipeline's)", [s.bench_cpu_percent for s in steps], "%"),
         ("ticks in flight when the window began", [s.in_flight_at_start for s in steps], ""),
         ("candles_1m rows written", [s.candles for s in steps], ""),
         ("signals rows written", [s.signals for s in steps], ""),

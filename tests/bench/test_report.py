@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from bench.report import Measurement, StepResult, latency_stages_section, sustained_section
+from bench.report import Measurement, StepResult, best_round, latency_stages_section, sustained_section
 
 pytestmark = pytest.mark.unit
 
@@ -41,3 +41,11 @@ def test_a_missed_step_below_the_highest_sustained_one_is_named() -> None:
     ) in lines
     clean = sustained_section([at(30_000, 170), at(40_000, 300), at(50_000, 900)], [upsert])
     assert not any("missed" in line for line in clean)
+
+
+def test_a_baseline_is_its_best_round_and_names_the_others() -> None:
+    rates = (34_687.0, 61_000.4, 58_210.0)
+    rounds = tuple(Measurement("postgres upsert", 200_000, rate, "steady state") for rate in rates)
+    best = best_round(rounds)
+    assert best.per_second == 61_000.4
+    assert best.note == "steady state; best of 3 (others 34,687, 58,210)"
